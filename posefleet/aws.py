@@ -1,0 +1,26 @@
+"""boto3 clients with posefleet's retry policy. No torch here.
+
+Endpoints and credentials come from the standard AWS chain; ``AWS_ENDPOINT_URL`` points every
+client at a local server (moto in local mode). Throttling and 5xx are retried by botocore's
+``standard`` retry mode, with a bounded number of attempts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+__all__ = ["client"]
+
+
+def client(service: str, *, max_attempts: int = 5, max_pool: int = 32) -> Any:
+    """A boto3 client for ``service`` ("s3", "sqs", ...), created by the caller's entry point."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max_pool,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.session.Session().client(service, config=config)

@@ -1,0 +1,57 @@
+"""Queue and bucket settings that infra/ provisions and local mode recreates on moto.
+
+One definition, so the embedded default behaves like the deployed fleet: the same redrive
+count, visibility timeout, long polling and retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_DLQ_NAME",
+    "DEFAULT_INPUT_BUCKET",
+    "DEFAULT_MODELS_BUCKET",
+    "DEFAULT_QUEUE_NAME",
+    "DEFAULT_RESULTS_BUCKET",
+    "QueueSpec",
+]
+
+DEFAULT_QUEUE_NAME = "posefleet-tasks"
+DEFAULT_DLQ_NAME = "posefleet-tasks-dlq"
+DEFAULT_RESULTS_BUCKET = "posefleet-results"
+DEFAULT_MODELS_BUCKET = "posefleet-models"
+DEFAULT_INPUT_BUCKET = "posefleet-input"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSpec:
+    visibility_timeout: int = 300
+    max_receive_count: int = 5
+    receive_wait_seconds: int = 20
+    retention_seconds: int = 4 * 24 * 3600
+    dlq_retention_seconds: int = 14 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if self.max_receive_count < 1:
+            raise ValueError("max_receive_count must be at least 1")
+        if self.dlq_retention_seconds < self.retention_seconds:
+            raise ValueError(
+                "the dead-letter queue must keep messages at least as long as the queue"
+            )
+
+    def queue_attributes(self, dlq_arn: str) -> dict[str, str]:
+        """SQS CreateQueue attributes for the tasks queue (as boto3 takes them)."""
+        import json
+
+        return {
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "ReceiveMessageWaitTimeSeconds": str(self.receive_wait_seconds),
+            "MessageRetentionPeriod": str(self.retention_seconds),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receive_count}
+            ),
+        }
+
+    def dlq_attributes(self) -> dict[str, str]:
+        return {"MessageRetentionPeriod": str(self.dlq_retention_seconds)}

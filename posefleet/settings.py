@@ -1,0 +1,100 @@
+"""Settings: the one definition of posefleet's configuration.
+
+Every value can be set by environment (prefix ``POSEFLEET_``, e.g. ``POSEFLEET_TASK_SIZE``);
+each entry point builds its settings object once, lets CLI flags override it, and passes plain
+values down. AWS endpoints and credentials are not settings: they come from the standard AWS
+chain (``AWS_ENDPOINT_URL`` points every client at a local server).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET
+
+__all__ = ["CommonSettings", "ProducerSettings", "WorkerSettings"]
+
+
+class CommonSettings(BaseSettings):
+    """What both sides of the queue need to agree on."""
+
+    model_config = SettingsConfigDict(env_prefix="POSEFLEET_", frozen=True, extra="ignore")
+
+    queue_url: str | None = Field(
+        default=None, description="Tasks queue URL; looked up from queue_name when unset."
+    )
+    queue_name: str = Field(default=DEFAULT_QUEUE_NAME, description="Tasks queue name.")
+    results: str = Field(
+        default=f"s3://{DEFAULT_RESULTS_BUCKET}/results",
+        description="Where results go: s3://bucket/prefix.",
+    )
+    model: str = Field(
+        default="s3://posefleet-models/pose_classifier/current.json",
+        description="Checkpoint the fleet serves: a local path, an s3:// URI of a .pt file, or "
+        "of a pointer JSON naming the current checkpoint. S3 files are cached on local disk.",
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("results")
+    @classmethod
+    def _results_is_s3(cls, v: str) -> str:
+        if not v.startswith("s3://") or len(v) <= 5:
+            raise ValueError(f"results must be an s3://bucket/prefix URI, got {v!r}")
+        return v.rstrip("/")
+
+
+class ProducerSettings(CommonSettings):
+    task_size: int = Field(default=20, ge=1, le=1000, description="Keys per task message.")
+    extensions: tuple[str, ...] = Field(
+        default=(".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
+        description="File extensions (case-insensitive) listed as images.",
+    )
+
+
+class WorkerSettings(CommonSettings):
+    service: str = Field(default="posefleet-worker", description="Service dimension of metrics.")
+    model_sha256: str | None = Field(
+        default=None, description="If set, the model file's SHA-256 must equal this."
+    )
+    model_cache_dir: str = Field(default="/tmp/posefleet-models")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_wait_ms: int = Field(
+        default=50, ge=0, description="How long a partly filled batch waits for more images."
+    )
+    fetch_threads: int = Field(default=16, ge=1, le=256)
+    decode_threads: int = Field(default=0, ge=0, description="0 means one per available CPU.")
+    torch_threads: int = Field(default=0, ge=0, description="0 means one per available CPU.")
+    max_images_in_flight: int = Field(
+        default=256, ge=1, description="Receiving pauses while this many images are held."
+    )
+    wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long poll.")
+    visibility_timeout: int = Field(
+        default=300, ge=10, description="Seconds a received task stays hidden between heartbeats."
+    )
+    heartbeat_seconds: float = Field(
+        default=0.0, ge=0, description="Heartbeat period; 0 means a third of the visibility."
+    )
+    drain_seconds: float = Field(
+        default=90.0, ge=0, description="Grace after SIGTERM before unfinished tasks are released."
+    )
+    retry_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=43200,
+        description="Visibility given to a task abandoned on a transient fault (S3 down, ...).",
+    )
+    max_image_bytes: int = Field(default=40 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=60_000_000, ge=1)
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    stream_job: str = Field(
+        default="stream", description="Job id given to tasks built from S3 event notifications."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v

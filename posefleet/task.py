@@ -1,0 +1,178 @@
+"""Task message: the one definition of what travels on the tasks queue.
+
+A message body is either
+
+* a posefleet task (JSON, versioned): job id, a task id deterministic for the job, the source
+  bucket, up to ``task_size`` keys and where results go; or
+* an S3 event notification (``Records[].s3``): each record becomes a one-key task of the
+  stream job, its key URL-decoded (``unquote_plus``) exactly once; or
+* ``s3:TestEvent``, which S3 sends when notifications are configured: acknowledged, ignored.
+
+Anything else raises :class:`InvalidMessage`; the worker leaves such a message to the
+queue's redrive policy, which moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from posefleet.layout import ResultsLocation, check_id
+
+__all__ = [
+    "MAX_KEYS_PER_TASK",
+    "InvalidMessage",
+    "ParsedMessage",
+    "TaskMessage",
+    "make_task_id",
+    "parse_message",
+    "plan_tasks",
+]
+
+TASK_VERSION = 1
+MAX_KEYS_PER_TASK = 1000
+
+
+class InvalidMessage(ValueError):
+    """A message body that is not a task, an S3 event or an S3 test event."""
+
+
+class TaskMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = TASK_VERSION
+    job_id: str
+    task_id: str
+    bucket: str = Field(min_length=3)
+    keys: tuple[str, ...] = Field(min_length=1, max_length=MAX_KEYS_PER_TASK)
+    results: str
+    enqueued_at: float | None = Field(default=None, description="Unix time the task was sent.")
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_ok(cls, v: str) -> str:
+        return check_id(v, "job id")
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_ok(cls, v: str) -> str:
+        return check_id(v, "task id")
+
+    @field_validator("results")
+    @classmethod
+    def _results_ok(cls, v: str) -> str:
+        ResultsLocation.parse(v)
+        return v
+
+    @property
+    def location(self) -> ResultsLocation:
+        return ResultsLocation.parse(self.results)
+
+    @property
+    def result_key(self) -> str:
+        return self.location.task_key(self.job_id, self.task_id)
+
+    def to_body(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """What one SQS message asks for: zero tasks (a test event) or more (S3 events)."""
+
+    tasks: tuple[TaskMessage, ...]
+    kind: Literal["task", "s3_event", "s3_test_event"]
+
+
+def make_task_id(index: int, keys: Sequence[str]) -> str:
+    """Deterministic for the job: the task's position and a digest of its keys."""
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
+    return f"{index:06d}-{digest}"
+
+
+def plan_tasks(
+    *,
+    job_id: str,
+    bucket: str,
+    keys: Sequence[str],
+    task_size: int,
+    results: str,
+    enqueued_at: float | None = None,
+) -> Iterator[TaskMessage]:
+    """Group keys (in the given order) into tasks of at most ``task_size`` keys."""
+    if task_size < 1:
+        raise ValueError("task_size must be at least 1")
+    for index, start in enumerate(range(0, len(keys), task_size)):
+        chunk = tuple(keys[start : start + task_size])
+        yield TaskMessage(
+            job_id=job_id,
+            task_id=make_task_id(index, chunk),
+            bucket=bucket,
+            keys=chunk,
+            results=results,
+            enqueued_at=enqueued_at,
+        )
+
+
+def _event_task(record: dict, *, stream_job: str, results: str) -> TaskMessage:
+    try:
+        bucket = record["s3"]["bucket"]["name"]
+        key = unquote_plus(record["s3"]["object"]["key"])
+    except (KeyError, TypeError) as e:
+        raise InvalidMessage(f"S3 event record lacks s3.bucket.name or s3.object.key: {e}") from e
+    enqueued_at = None
+    if when := record.get("eventTime"):
+        try:
+            enqueued_at = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            enqueued_at = None
+    # One result object per source object: a re-upload overwrites its own result.
+    task_id = "s3-" + hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:24]
+    return TaskMessage(
+        job_id=stream_job,
+        task_id=task_id,
+        bucket=bucket,
+        keys=(key,),
+        results=results,
+        enqueued_at=enqueued_at,
+    )
+
+
+def parse_message(body: str, *, stream_job: str, stream_results: str) -> ParsedMessage:
+    """Parse one SQS body. S3 events take their job id and results location from the worker."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidMessage(f"body is not JSON: {e.msg if hasattr(e, 'msg') else e}") from e
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"body is JSON {type(data).__name__}, expected an object")
+    if data.get("Event") == "s3:TestEvent":
+        return ParsedMessage(tasks=(), kind="s3_test_event")
+    if "Records" in data:
+        records = data["Records"]
+        if not isinstance(records, list) or not records:
+            raise InvalidMessage("S3 event has no Records")
+        try:
+            tasks = tuple(
+                _event_task(r, stream_job=stream_job, results=stream_results)
+                for r in records
+                if str(r.get("eventName", "ObjectCreated")).startswith("ObjectCreated")
+            )
+        except ValidationError as e:
+            raise InvalidMessage(
+                f"S3 event record is not a valid task: {e.errors()[0]['msg']}"
+            ) from e
+        return ParsedMessage(tasks=tasks, kind="s3_event")
+    try:
+        return ParsedMessage(tasks=(TaskMessage.model_validate(data),), kind="task")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidMessage(f"not a posefleet task: {where}: {first['msg']}") from e

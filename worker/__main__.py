@@ -1,0 +1,133 @@
+"""``python -m worker``: a long-running worker that serves the tasks queue until stopped.
+
+Settings come from ``POSEFLEET_*`` environment variables; flags override them.
+AWS endpoints and credentials come from the standard chain (``AWS_ENDPOINT_URL`` for moto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from posefleet import metric_names
+from posefleet.aws import client
+from posefleet.logs import configure_logging, get_logger
+from posefleet.settings import WorkerSettings
+from worker.cpus import available_cpus
+
+EXAMPLES = """examples:
+  python -m worker                                  # serve until SIGTERM
+  python -m worker --model ./pose_classifier.pt --exit-when-idle 30
+  POSEFLEET_BATCH_SIZE=64 POSEFLEET_DEVICE=cuda python -m worker
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m worker",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--queue-url", help="tasks queue URL (default: looked up from the queue name)")
+    p.add_argument("--results", help="s3://bucket/prefix for results of S3-event tasks")
+    p.add_argument(
+        "--model", help="checkpoint: local path, s3://.../model.pt or s3://.../current.json"
+    )
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 after this long with nothing held and nothing received",
+    )
+    p.add_argument("--log-level")
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> WorkerSettings:
+    overrides = {
+        k: v
+        for k, v in {
+            "queue_url": args.queue_url,
+            "results": args.results,
+            "model": args.model,
+            "device": args.device,
+            "batch_size": args.batch_size,
+            "log_level": args.log_level,
+        }.items()
+        if v is not None
+    }
+    return WorkerSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = build_settings(args)
+    except ValueError as e:
+        print(f"worker: invalid settings: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    log = get_logger("worker")
+
+    # Signals are caught from here on: a SIGTERM while the model loads still drains cleanly.
+    from worker.shutdown import Shutdown
+
+    shutdown = Shutdown()
+    shutdown.install()
+
+    cpus = available_cpus()
+    torch_threads = settings.torch_threads or cpus
+    decode_threads = settings.decode_threads or cpus
+
+    import torch  # noqa: F401  (after settings: a bad flag fails fast, before torch loads)
+
+    from worker.loop import Worker
+    from worker.metrics import Metrics
+    from worker.model import Classifier
+    from worker.model_source import resolve_model
+    from worker.protection import ScaleInProtection
+    from worker.sqs import TaskQueue
+
+    s3 = client("s3", max_attempts=settings.s3_max_attempts, max_pool=settings.fetch_threads + 8)
+    sqs = client("sqs", max_attempts=settings.s3_max_attempts)
+    queue_url = settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    metrics = Metrics(service=settings.service)
+
+    resolved = resolve_model(settings.model, s3=s3, cache_dir=Path(settings.model_cache_dir))
+    classifier = Classifier.from_file(
+        resolved.path,
+        device=settings.device,
+        threads=torch_threads,
+        expected_sha256=settings.model_sha256 or resolved.sha256,
+    )
+    metrics.observe(metric_names.MODEL_LOAD_TIME, classifier.load_seconds * 1000)
+    log.info(
+        "model_loaded",
+        path=str(resolved.path),
+        seconds=round(classifier.load_seconds, 3),
+        cpus=cpus,
+        torch_threads=torch_threads,
+        decode_threads=decode_threads,
+    )
+
+    worker = Worker(
+        settings=settings,
+        tasks_queue=TaskQueue(sqs=sqs, url=queue_url),
+        s3=s3,
+        classifier=classifier,
+        metrics=metrics,
+        shutdown=shutdown.requested,
+        decode_threads=decode_threads,
+        exit_when_idle=args.exit_when_idle,
+        protection=ScaleInProtection(os.environ.get("ECS_AGENT_URI")),
+    )
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""The worker loop: receive -> fetch -> decode -> batch -> infer -> write -> acknowledge.
+
+Threads, each with one job, connected by queues:
+
+* **receive** long-polls SQS while fewer than ``max_images_in_flight`` images are held (the
+  back-pressure that keeps memory flat), parses each message and hands its keys to
+* **fetch** (a thread pool of S3 GETs), which hands bytes to
+* **decode** (a pool sized to the CPUs), which puts ``uint8`` images on the ready queue;
+* **infer** (the one owner of the model) collects batches across tasks, closed on size or age;
+* **write** PUTs one JSON Lines object per task once each of its images has a line;
+* **ack** deletes a message with DeleteMessageBatch only after all its tasks are written;
+* **heartbeat** extends the visibility of every held message; a message whose heartbeat
+  fails is abandoned (never deleted), and comes back to some worker.
+
+A bad image becomes an error line and its task goes on; a transient S3 fault abandons the task
+for redelivery; an invalid message is left to the redrive policy (dead-letter queue).
+On SIGTERM: stop receiving, finish what fits in ``drain_seconds``, release the rest at once
+(visibility 0), flush metrics, return 0.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from posefleet import metric_names as m
+from posefleet.logs import get_logger
+from posefleet.preprocess import decode_image
+from posefleet.result import ErrorKind, ImageError, ResultLine, dump_lines
+from posefleet.settings import WorkerSettings
+from posefleet.task import InvalidMessage, TaskMessage, parse_message
+from worker.batching import collect_batch
+from worker.fetch import TransientFetchError, fetch_object
+from worker.metrics import Metrics
+from worker.model import Classifier
+from worker.protection import ScaleInProtection
+from worker.sqs import Received, TaskQueue
+
+__all__ = ["Worker"]
+
+log = get_logger("worker")
+
+
+@dataclass(eq=False)
+class Held:
+    """One SQS message this worker holds, until its tasks are written and it is deleted."""
+
+    received: Received
+    tasks: list[TaskState] = field(default_factory=list)
+    pending: int = 0  # tasks not yet written
+    images: int = 0
+    closed: bool = False  # deleted, abandoned or released: no more work on it
+
+
+@dataclass(eq=False)
+class TaskState:
+    task: TaskMessage
+    held: Held
+    lines: list[ResultLine | None]
+    remaining: int
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One decoded image waiting for the model. ``pixels`` is opaque to the loop."""
+
+    state: TaskState
+    index: int
+    pixels: Any
+    original_size: tuple[int, int]
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        tasks_queue: TaskQueue,
+        s3: Any,
+        classifier: Classifier,
+        metrics: Metrics,
+        shutdown: threading.Event,
+        decode_threads: int,
+        exit_when_idle: float | None = None,
+        protection: ScaleInProtection | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = tasks_queue
+        self.s3 = s3
+        self.classifier = classifier
+        self.metrics = metrics
+        self.shutdown = shutdown
+        self.exit_when_idle = exit_when_idle
+        self.protection = protection or ScaleInProtection(None)
+        self.heartbeat_seconds = settings.heartbeat_seconds or settings.visibility_timeout / 3
+
+        self._lock = threading.Lock()
+        self._held: dict[str, Held] = {}  # by receipt handle
+        self._images_held = 0
+        self._last_activity = time.monotonic()
+        self._ready: queue.Queue[Item] = queue.Queue()
+        self._acks: queue.Queue[Held] = queue.Queue()
+        self._stop_receiving = threading.Event()
+        self._stop = threading.Event()
+        self._fetch_pool = ThreadPoolExecutor(settings.fetch_threads, thread_name_prefix="fetch")
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._write_pool = ThreadPoolExecutor(4, thread_name_prefix="write")
+        self.stats: Counter[str] = Counter()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def run(self) -> int:
+        threads = [
+            threading.Thread(target=self._receive_loop, name="receive", daemon=True),
+            threading.Thread(target=self._infer_loop, name="infer", daemon=True),
+            threading.Thread(target=self._ack_loop, name="ack", daemon=True),
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        log.info("worker_started", **self.classifier.describe(), queue=self.queue.url)
+        next_flush = time.monotonic() + 10
+        reason = "signal"
+        while not self.shutdown.wait(0.2):
+            holding = self.holding()
+            self.protection.set(holding > 0)
+            if time.monotonic() >= next_flush:
+                self.metrics.flush()
+                next_flush = time.monotonic() + 10
+            idle_for = time.monotonic() - self._last_activity
+            if self.exit_when_idle is not None and holding == 0 and idle_for >= self.exit_when_idle:
+                reason = "idle"
+                break
+        self._drain(reason, receiver=threads[0])
+        return 0
+
+    def holding(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def _drain(self, reason: str, *, receiver: threading.Thread) -> None:
+        deadline = time.monotonic() + self.settings.drain_seconds
+        log.info(
+            "drain_started",
+            reason=reason,
+            holding=self.holding(),
+            grace_seconds=self.settings.drain_seconds,
+        )
+        self._stop_receiving.set()
+        receiver.join(timeout=max(0.0, deadline - time.monotonic()))
+        while self.holding() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            leftover = [h for h in self._held.values() if not h.closed]
+        released = self._release(leftover, visibility=0, reason="shutdown")
+        self._stop.set()
+        for pool in (self._fetch_pool, self._decode_pool, self._write_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.protection.set(False)
+        self.metrics.flush()
+        log.info("worker_stopped", reason=reason, released=released, **dict(self.stats))
+
+    # ----------------------------------------------------------------- receive
+
+    def _receive_loop(self) -> None:
+        backoff = 1.0
+        while not self._stop_receiving.is_set():
+            with self._lock:
+                room = self.settings.max_images_in_flight - self._images_held
+            if room <= 0:
+                time.sleep(0.02)
+                continue
+            try:
+                messages = self.queue.receive(
+                    max_messages=10,
+                    wait_seconds=self.settings.wait_time_seconds,
+                    visibility=self.settings.visibility_timeout,
+                )
+                backoff = 1.0
+            except (ClientError, BotoCoreError) as e:
+                log.warning("receive_failed", error=str(e), retry_in=backoff)
+                self._stop_receiving.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if self._stop_receiving.is_set():
+                self.queue.change_visibility(messages, 0)
+                return
+            for message in messages:
+                self._accept(message)
+
+    def _accept(self, message: Received) -> None:
+        self._last_activity = time.monotonic()
+        self.stats["messages"] += 1
+        try:
+            parsed = parse_message(
+                message.body,
+                stream_job=self.settings.stream_job,
+                stream_results=self.settings.results,
+            )
+        except InvalidMessage as e:
+            # Not deleted: visible again at once, so the redrive policy moves it to the
+            # dead-letter queue after maxReceiveCount receives instead of it waiting each time.
+            log.warning(
+                "invalid_message",
+                message_id=message.message_id,
+                receives=message.receive_count,
+                error=str(e),
+            )
+            self.stats["invalid_messages"] += 1
+            self.metrics.count(m.MESSAGES_INVALID, 1)
+            self.queue.change_visibility([message], 0)
+            return
+        held = Held(received=message, pending=len(parsed.tasks))
+        if not parsed.tasks:  # s3:TestEvent, or an event with no created objects
+            log.info("message_ignored", message_id=message.message_id, kind=parsed.kind)
+            with self._lock:
+                self._held[message.receipt_handle] = held
+            self._acks.put(held)
+            return
+        now = time.monotonic()
+        for task in parsed.tasks:
+            n = len(task.keys)
+            held.tasks.append(
+                TaskState(task=task, held=held, lines=[None] * n, remaining=n, started=now)
+            )
+            held.images += n
+        with self._lock:
+            self._held[message.receipt_handle] = held
+            self._images_held += held.images
+        for state in held.tasks:
+            log.debug(
+                "task_received",
+                job=state.task.job_id,
+                task=state.task.task_id,
+                images=len(state.task.keys),
+            )
+            for index in range(len(state.task.keys)):
+                self._fetch_pool.submit(self._fetch, state, index)
+
+    # ----------------------------------------------------------------- fetch, decode
+
+    def _fetch(self, state: TaskState, index: int) -> None:
+        if state.held.closed:
+            return
+        task, key = state.task, state.task.keys[index]
+        started = time.perf_counter()
+        try:
+            data = fetch_object(self.s3, task.bucket, key, max_bytes=self.settings.max_image_bytes)
+        except ImageError as e:
+            self._image_failed(state, index, e)
+            return
+        except TransientFetchError as e:
+            log.warning("fetch_failed", job=task.job_id, task=task.task_id, key=key, error=str(e))
+            self._abandon(state.held, reason="fetch_failed")
+            return
+        except Exception:
+            log.exception("fetch_crashed", job=task.job_id, task=task.task_id, key=key)
+            self._abandon(state.held, reason="fetch_crashed")
+            return
+        self.metrics.observe(m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="fetch")
+        self._decode_pool.submit(self._decode, state, index, data)
+
+    def _decode(self, state: TaskState, index: int, data: bytes) -> None:
+        if state.held.closed:
+            return
+        started = time.perf_counter()
+        try:
+            decoded = decode_image(
+                data,
+                input_size=self.classifier.spec.input_size,
+                max_pixels=self.settings.max_image_pixels,
+            )
+        except ImageError as e:
+            self._image_failed(state, index, e)
+            return
+        except Exception as e:  # an image must never fail its task or batch
+            log.exception(
+                "decode_crashed",
+                job=state.task.job_id,
+                task=state.task.task_id,
+                key=state.task.keys[index],
+            )
+            self._image_failed(
+                state, index, ImageError(ErrorKind.DECODE_FAILED, f"decoding failed: {e}")
+            )
+            return
+        self.metrics.observe(m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="decode")
+        self._ready.put(
+            Item(
+                state=state, index=index, pixels=decoded.pixels, original_size=decoded.original_size
+            )
+        )
+
+    def _image_failed(self, state: TaskState, index: int, error: ImageError) -> None:
+        task = state.task
+        log.info(
+            "image_failed",
+            job=task.job_id,
+            task=task.task_id,
+            key=task.keys[index],
+            kind=str(error.kind),
+        )
+        self._finish_item(state, index, ResultLine.error(task.bucket, task.keys[index], error))
+
+    # ----------------------------------------------------------------- infer
+
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = collect_batch(
+                self._ready,
+                max_size=self.settings.batch_size,
+                max_wait=self.settings.batch_wait_ms / 1000,
+                first_wait=0.2,
+            )
+            live = [item for item in batch if not item.state.held.closed]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                probs = self.classifier.predict([item.pixels for item in live])
+                predictions = self.classifier.postprocess(probs)
+            except Exception:
+                log.exception("inference_failed", batch=len(live))
+                for held in {item.state.held for item in live}:
+                    self._abandon(held, reason="inference_failed")
+                continue
+            self.metrics.observe(
+                m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="infer"
+            )
+            self.metrics.observe(m.BATCH_SIZE, len(live), "Count")
+            self.stats["batches"] += 1
+            version = self.classifier.version
+            for item, p in zip(live, predictions, strict=True):
+                task = item.state.task
+                line = ResultLine(
+                    bucket=task.bucket,
+                    key=task.keys[item.index],
+                    status="ok",
+                    model_version=version,
+                    original_size=item.original_size,
+                    predicted_class_index=p.predicted_class_index,
+                    predicted_class_id=p.predicted_class_id,
+                    predicted_class_name=p.predicted_class_name,
+                    confidence=p.confidence,
+                    all_probabilities=p.all_probabilities,
+                )
+                self._finish_item(item.state, item.index, line)
+
+    # ----------------------------------------------------------------- write, ack
+
+    def _finish_item(self, state: TaskState, index: int, line: ResultLine) -> None:
+        with self._lock:
+            if state.held.closed or state.lines[index] is not None:
+                return
+            state.lines[index] = line
+            state.remaining -= 1
+            complete = state.remaining == 0
+        if complete:
+            self._write_pool.submit(self._write, state)
+
+    def _write(self, state: TaskState) -> None:
+        task, held = state.task, state.held
+        if held.closed:
+            return
+        lines = [line for line in state.lines if line is not None]
+        started = time.perf_counter()
+        location = task.location
+        try:
+            self.s3.put_object(
+                Bucket=location.bucket,
+                Key=task.result_key,
+                Body=dump_lines(lines),
+                ContentType="application/x-ndjson",
+            )
+        except (ClientError, BotoCoreError) as e:
+            log.warning("write_failed", job=task.job_id, task=task.task_id, error=str(e))
+            self._abandon(held, reason="write_failed")
+            return
+        now = time.perf_counter()
+        errors = Counter(str(line.error_kind) for line in lines if line.status == "error")
+        self.metrics.observe(m.STAGE_TIME, (now - started) * 1000, Stage="write")
+        self.metrics.count(m.TASKS_COMPLETED, 1)
+        self.metrics.count(m.IMAGES_PROCESSED, len(lines))
+        for kind, count in errors.items():
+            self.metrics.count(m.IMAGES_FAILED, count, ErrorKind=kind)
+        if task.enqueued_at:
+            self.metrics.observe(
+                m.END_TO_END_LATENCY, max(0.0, time.time() - task.enqueued_at) * 1000
+            )
+        self.stats["tasks"] += 1
+        self.stats["images"] += len(lines)
+        self.stats["image_errors"] += sum(errors.values())
+        log.info(
+            "task_done",
+            job=task.job_id,
+            task=task.task_id,
+            images=len(lines),
+            errors=sum(errors.values()),
+            seconds=round(time.monotonic() - state.started, 3),
+        )
+        with self._lock:
+            held.pending -= 1
+            done = held.pending == 0 and not held.closed
+        if done:
+            self._acks.put(held)
+
+    def _ack_loop(self) -> None:
+        while not (self._stop.is_set() and self._acks.empty()):
+            batch = collect_batch(self._acks, max_size=10, max_wait=0.05, first_wait=0.2)
+            if not batch:
+                continue
+            try:
+                failed = set(self.queue.delete([h.received for h in batch]))
+            except (ClientError, BotoCoreError) as e:
+                # Not deleted: the messages come back and their tasks rewrite the same objects.
+                log.warning("delete_failed", messages=len(batch), error=str(e))
+                failed = {h.received.message_id for h in batch}
+            if failed:
+                log.warning("delete_partly_failed", failed=len(failed))
+            self._close(batch)
+            self._last_activity = time.monotonic()
+
+    # ----------------------------------------------------------------- heartbeat, release
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            with self._lock:
+                held = [h for h in self._held.values() if not h.closed]
+            if not held:
+                continue
+            try:
+                failed = set(
+                    self.queue.change_visibility(
+                        [h.received for h in held], self.settings.visibility_timeout
+                    )
+                )
+            except (ClientError, BotoCoreError) as e:
+                log.warning("heartbeat_failed", messages=len(held), error=str(e))
+                failed = {h.received.message_id for h in held}
+            for h in held:
+                if h.received.message_id in failed:
+                    # We may no longer own it: never delete, let it come back to some worker.
+                    log.warning("heartbeat_lost", message_id=h.received.message_id)
+                    self.stats["heartbeat_lost"] += 1
+                    self._close([h])
+
+    def _close(self, held: list[Held]) -> list[Held]:
+        """Forget messages; returns the ones that were still open."""
+        closed = []
+        with self._lock:
+            for h in held:
+                if self._held.pop(h.received.receipt_handle, None) is not None:
+                    self._images_held -= h.images
+                if not h.closed:
+                    h.closed = True
+                    closed.append(h)
+        return closed
+
+    def _release(self, held: list[Held], *, visibility: int, reason: str) -> int:
+        newly = self._close(held)
+        if newly:
+            try:
+                self.queue.change_visibility([h.received for h in newly], visibility)
+            except (ClientError, BotoCoreError) as e:
+                log.warning("release_failed", messages=len(newly), error=str(e))
+            for h in newly:
+                self.metrics.count(m.TASKS_ABANDONED, len(h.tasks))
+                self.stats["released"] += 1
+                log.info(
+                    "message_released",
+                    message_id=h.received.message_id,
+                    reason=reason,
+                    visibility=visibility,
+                )
+        return len(newly)
+
+    def _abandon(self, held: Held, *, reason: str) -> None:
+        self._release([held], visibility=self.settings.retry_delay_seconds, reason=reason)

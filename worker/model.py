@@ -1,0 +1,125 @@
+"""The resident model: load once, predict batches. Knows torch; never imports boto3.
+
+Shaped like LitServe's API: :meth:`Classifier.setup` loads the checkpoint onto the device,
+:meth:`Classifier.predict` turns a ``uint8`` batch into probabilities, and
+:meth:`Classifier.postprocess` turns those into the seed's prediction fields. The worker loop
+calls these three and knows nothing else about torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from posefleet.checkpoint import Checkpoint, load_checkpoint
+from posefleet.preprocess import PreprocessSpec, normalize
+
+__all__ = ["Classifier", "Prediction", "pick_device"]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} was asked for, but no CUDA device is available")
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    predicted_class_index: int
+    predicted_class_id: str
+    predicted_class_name: str
+    confidence: float
+    all_probabilities: dict[str, float]
+
+
+class Classifier:
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "auto", threads: int = 0) -> None:
+        self.checkpoint = checkpoint
+        self.device = pick_device(device)
+        self.threads = threads
+        self.model: torch.nn.Module | None = None
+        self.load_seconds = 0.0
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Path,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        expected_sha256: str | None = None,
+    ) -> Classifier:
+        started = time.perf_counter()
+        classifier = cls(
+            load_checkpoint(path, expected_sha256=expected_sha256), device=device, threads=threads
+        )
+        classifier.setup()
+        classifier.load_seconds = time.perf_counter() - started
+        return classifier
+
+    @property
+    def version(self) -> str:
+        return self.checkpoint.version
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return self.checkpoint.preprocess
+
+    def setup(self) -> None:
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        model = self.checkpoint.build().to(self.device)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``uint8 (3, H, W)`` images -> probabilities ``float32 (N, classes)`` on the CPU."""
+        if self.model is None:
+            raise RuntimeError("call setup() before predict()")
+        on_gpu = self.device.type == "cuda"
+        pixels = torch.stack(list(images))
+        batch = pixels.pin_memory() if on_gpu else pixels
+        batch = batch.to(self.device, non_blocking=on_gpu)
+        x = normalize(batch, self.spec).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=on_gpu):
+            logits = self.model(x)
+        probs = torch.softmax(logits.float(), dim=1).cpu()
+        if probs.shape[0] != pixels.shape[0]:
+            raise RuntimeError(
+                f"model returned {probs.shape[0]} outputs for {pixels.shape[0]} inputs"
+            )
+        return probs
+
+    def postprocess(self, probs: torch.Tensor) -> list[Prediction]:
+        mapping = self.checkpoint.class_mapping
+        names = mapping.names
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(
+                Prediction(
+                    predicted_class_index=best,
+                    predicted_class_id=mapping.classes[best],
+                    predicted_class_name=names[best],
+                    confidence=round(row[best], 6),
+                    all_probabilities={n: round(p, 6) for n, p in zip(names, row, strict=True)},
+                )
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_version": self.version,
+            "arch": self.checkpoint.arch,
+            "classes": len(self.checkpoint.class_mapping.classes),
+            "device": str(self.device),
+            "input_size": self.spec.input_size,
+        }
