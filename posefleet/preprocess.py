@@ -72,6 +72,18 @@ class DecodedImage:
     original_size: tuple[int, int]  # (width, height) as displayed, EXIF orientation applied
 
 
+_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    """Formats Pillow cannot open but a photo bucket holds: name them rather than guess."""
+    if data.startswith(b"%PDF-"):
+        return "PDF"
+    if data[4:8] == b"ftyp":
+        return _HEIF_BRANDS.get(data[8:12])
+    return None
+
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageError(ErrorKind.EMPTY, "the object is empty (0 bytes)")
@@ -80,10 +92,11 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         pass
     try:  # Is it an image Pillow knows but we do not serve? Header only: nothing is decoded.
-        other = Image.open(io.BytesIO(data))
-        fmt = other.format
+        fmt = Image.open(io.BytesIO(data)).format
     except Exception:
-        raise ImageError(ErrorKind.NOT_AN_IMAGE, "the bytes are not a recognised image") from None
+        fmt = _sniff_unsupported(data)
+    if fmt is None:
+        raise ImageError(ErrorKind.NOT_AN_IMAGE, "the bytes are not a recognised image")
     raise ImageError(
         ErrorKind.UNSUPPORTED_FORMAT,
         f"{fmt} images are not accepted; allowed: {', '.join(ALLOWED_FORMATS)}",

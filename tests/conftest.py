@@ -1,0 +1,138 @@
+"""Shared fixtures: moto in-process for units, moto's server and real processes for e2e."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from mappings import ClassMapping
+from posefleet.aws import client
+from posefleet.checkpoint import build_model, save_checkpoint
+from posefleet.local import LocalAWS, LocalQueues, bootstrap
+from posefleet.resources import QueueSpec
+from tests.processes import ProcessGroup
+
+INPUT, RESULTS, MODELS = "pf-input", "pf-results", "pf-models"
+
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in this process; no endpoint override, no real credentials."""
+    from moto import mock_aws
+
+    for k, v in FAKE_AWS.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    for k in [k for k in os.environ if k.startswith("POSEFLEET_")]:
+        monkeypatch.delenv(k)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def s3(aws: None):
+    return client("s3")
+
+
+@pytest.fixture
+def sqs(aws: None):
+    return client("sqs")
+
+
+@pytest.fixture
+def queues(s3, sqs) -> LocalQueues:
+    return bootstrap(
+        s3, sqs, buckets=(INPUT, RESULTS, MODELS), spec=QueueSpec(visibility_timeout=30, max_receive_count=2)
+    )
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ResNet50 over every canonical pose, freshly initialised with a fixed seed."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    mapping = ClassMapping.for_poses()
+    save_checkpoint(path, model=build_model("resnet50", len(mapping.classes)), arch="resnet50", class_mapping=mapping)
+    return path
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAWS]:
+    server = LocalAWS(log_file=tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Stack:
+    """One test's own queues and buckets on the shared moto server."""
+
+    def __init__(self, server: LocalAWS, spec: QueueSpec) -> None:
+        self.server = server
+        self.suffix = uuid.uuid4().hex[:8]
+        self.input, self.results = f"in-{self.suffix}", f"out-{self.suffix}"
+        saved = dict(os.environ)
+        os.environ.update(server.env())
+        try:
+            self.s3, self.sqs = client("s3"), client("sqs")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.queues = bootstrap(
+            self.s3, self.sqs, buckets=(self.input, self.results), spec=spec,
+            queue_name=f"tasks-{self.suffix}", dlq_name=f"dlq-{self.suffix}",
+        )
+
+    @property
+    def results_uri(self) -> str:
+        return f"s3://{self.results}/results"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("POSEFLEET_", "AWS_"))}
+        return {
+            **base,
+            **self.server.env(),
+            "POSEFLEET_QUEUE_URL": self.queues.queue_url,
+            "POSEFLEET_RESULTS": self.results_uri,
+            "POSEFLEET_WAIT_TIME_SECONDS": "1",
+            "POSEFLEET_TORCH_THREADS": "1",
+            "POSEFLEET_DECODE_THREADS": "1",
+            **extra,
+        }
+
+    def count(self, url: str) -> int:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.fixture
+def stack(moto_server: LocalAWS) -> Stack:
+    return Stack(moto_server, QueueSpec(visibility_timeout=30, max_receive_count=3, receive_wait_seconds=1))
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Every process a test starts; all stopped (by handle) when the test ends."""
+    group = ProcessGroup(tmp_path / "logs")
+    try:
+        yield group
+    finally:
+        group.stop_all()
