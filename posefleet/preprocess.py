@@ -91,6 +91,8 @@ def _open(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         pass
+    except (OSError, SyntaxError, ValueError, struct.error) as e:  # a known header, broken
+        raise _decode_error(e, "the image header") from None
     try:  # Is it an image Pillow knows but we do not serve? Header only: nothing is decoded.
         fmt = Image.open(io.BytesIO(data)).format
     except Exception:
@@ -101,6 +103,13 @@ def _open(data: bytes) -> Image.Image:
         ErrorKind.UNSUPPORTED_FORMAT,
         f"{fmt} images are not accepted; allowed: {', '.join(ALLOWED_FORMATS)}",
     )
+
+
+def _decode_error(e: Exception, what: str) -> ImageError:
+    text = str(e) or type(e).__name__
+    truncated = any(w in text.lower() for w in ("truncated", "broken data"))
+    kind = ErrorKind.TRUNCATED if truncated else ErrorKind.DECODE_FAILED
+    return ImageError(kind, f"{what} could not be decoded: {text}")
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -139,20 +148,8 @@ def decode_image(
             im = ImageOps.exif_transpose(im) or im
             im = _to_rgb(im)
             im = im.resize((input_size, input_size), Image.Resampling.BILINEAR)
-    except ImageError:
-        raise
-    except OSError as e:
-        text = str(e)
-        kind = (
-            ErrorKind.TRUNCATED
-            if "truncated" in text or "broken data" in text
-            else ErrorKind.DECODE_FAILED
-        )
-        raise ImageError(kind, f"{im.format} could not be decoded: {text}") from None
-    except (SyntaxError, ValueError, struct.error, MemoryError) as e:
-        raise ImageError(
-            ErrorKind.DECODE_FAILED, f"{im.format} could not be decoded: {e}"
-        ) from None
+    except (OSError, SyntaxError, ValueError, struct.error, MemoryError) as e:
+        raise _decode_error(e, f"the {im.format} data") from None
     pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
     return DecodedImage(pixels=pixels.contiguous(), original_size=shown)
 

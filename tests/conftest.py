@@ -55,7 +55,10 @@ def sqs(aws: None):
 @pytest.fixture
 def queues(s3, sqs) -> LocalQueues:
     return bootstrap(
-        s3, sqs, buckets=(INPUT, RESULTS, MODELS), spec=QueueSpec(visibility_timeout=30, max_receive_count=2)
+        s3,
+        sqs,
+        buckets=(INPUT, RESULTS, MODELS),
+        spec=QueueSpec(visibility_timeout=30, max_receive_count=2),
     )
 
 
@@ -65,7 +68,12 @@ def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
     mapping = ClassMapping.for_poses()
-    save_checkpoint(path, model=build_model("resnet50", len(mapping.classes)), arch="resnet50", class_mapping=mapping)
+    save_checkpoint(
+        path,
+        model=build_model("resnet50", len(mapping.classes)),
+        arch="resnet50",
+        class_mapping=mapping,
+    )
     return path
 
 
@@ -94,8 +102,12 @@ class Stack:
             os.environ.clear()
             os.environ.update(saved)
         self.queues = bootstrap(
-            self.s3, self.sqs, buckets=(self.input, self.results), spec=spec,
-            queue_name=f"tasks-{self.suffix}", dlq_name=f"dlq-{self.suffix}",
+            self.s3,
+            self.sqs,
+            buckets=(self.input, self.results),
+            spec=spec,
+            queue_name=f"tasks-{self.suffix}",
+            dlq_name=f"dlq-{self.suffix}",
         )
 
     @property
@@ -120,12 +132,16 @@ class Stack:
             QueueUrl=url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return int(attrs["ApproximateNumberOfMessages"]) + int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
 
 
 @pytest.fixture
 def stack(moto_server: LocalAWS) -> Stack:
-    return Stack(moto_server, QueueSpec(visibility_timeout=30, max_receive_count=3, receive_wait_seconds=1))
+    return Stack(
+        moto_server, QueueSpec(visibility_timeout=30, max_receive_count=3, receive_wait_seconds=1)
+    )
 
 
 @pytest.fixture

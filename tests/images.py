@@ -79,7 +79,9 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims ``width x height`` pixels: a decompression bomb's header."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
@@ -95,11 +97,22 @@ def bad_variants() -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (good[: len(good) // 2], "truncated"),
         "random.jpg": (random.Random(1).randbytes(5000), "not_an_image"),
         "notes.txt.jpg": (b"just some text, not a photo\n" * 10, "not_an_image"),
-        "error-page.png": (b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>", "not_an_image"),
+        "error-page.png": (
+            b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>",
+            "not_an_image",
+        ),
         "bomb.png": (png_header_only(50_000, 50_000), "too_many_pixels"),
         "vector.eps.jpg": (eps, "unsupported_format"),
-        "doc.pdf.jpg": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "unsupported_format"),
-        "layers.psd.jpg": (b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 48, 64, 8, 3) + b"\x00" * 64,
-                           "unsupported_format"),
-        "iphone.heic.jpg": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64, "unsupported_format"),
+        "doc.pdf.jpg": (
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+            "unsupported_format",
+        ),
+        "layers.psd.jpg": (
+            b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 48, 64, 8, 3) + b"\x00" * 64,
+            "unsupported_format",
+        ),
+        "iphone.heic.jpg": (
+            b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
+            "unsupported_format",
+        ),
     }

@@ -20,13 +20,19 @@ class Proc:
     stderr: Path
 
     def logs(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stderr.read_text().splitlines() if line.startswith("{")]
+        return [
+            json.loads(line)
+            for line in self.stderr.read_text().splitlines()
+            if line.startswith("{")
+        ]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.logs() if e.get("event") == name]
 
     def emf(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.read_text().splitlines() if '"_aws"' in line]
+        return [
+            json.loads(line) for line in self.stdout.read_text().splitlines() if '"_aws"' in line
+        ]
 
     def wait_for(self, event: str, timeout: float = 60, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
@@ -34,9 +40,13 @@ class Proc:
             if len(self.events(event)) >= count:
                 return
             if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.stderr.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.popen.returncode}):\n{self.stderr.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
-        raise AssertionError(f"{self.name}: no {event!r} within {timeout}s:\n{self.stderr.read_text()[-3000:]}")
+        raise AssertionError(
+            f"{self.name}: no {event!r} within {timeout}s:\n{self.stderr.read_text()[-3000:]}"
+        )
 
 
 class ProcessGroup:
@@ -48,7 +58,11 @@ class ProcessGroup:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         out, err = self.log_dir / f"{name}.out", self.log_dir / f"{name}.err"
         popen = subprocess.Popen(
-            [sys.executable, *args], env=env, stdout=out.open("wb"), stderr=err.open("wb"), cwd=Path.cwd()
+            [sys.executable, *args],
+            env=env,
+            stdout=out.open("wb"),
+            stderr=err.open("wb"),
+            cwd=Path.cwd(),
         )
         proc = Proc(name=name, popen=popen, stdout=out, stderr=err)
         self.procs.append(proc)

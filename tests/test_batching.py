@@ -14,10 +14,15 @@ def filled(n: int) -> queue.Queue:
     return q
 
 
-@pytest.mark.parametrize(("available", "max_size", "expected"), [(0, 4, []), (1, 4, [0]), (4, 4, [0, 1, 2, 3]),
-                                                                 (9, 4, [0, 1, 2, 3])])
+@pytest.mark.parametrize(
+    ("available", "max_size", "expected"),
+    [(0, 4, []), (1, 4, [0]), (4, 4, [0, 1, 2, 3]), (9, 4, [0, 1, 2, 3])],
+)
 def test_closes_on_size_or_when_nothing_more_arrives(available, max_size, expected):
-    assert collect_batch(filled(available), max_size=max_size, max_wait=0.01, first_wait=0.01) == expected
+    assert (
+        collect_batch(filled(available), max_size=max_size, max_wait=0.01, first_wait=0.01)
+        == expected
+    )
 
 
 def test_closes_on_age_with_a_partial_batch():

@@ -25,8 +25,14 @@ def test_posefleet_checkpoint_is_self_describing(tmp_path):
     model = build_model("resnet18", 11)
     path = tmp_path / "m.pt"
     mapping = ClassMapping.for_poses()
-    version = save_checkpoint(path, model=model, arch="resnet18", class_mapping=mapping,
-                              preprocess=PreprocessSpec(input_size=160), metrics={"val_acc": 0.97})
+    version = save_checkpoint(
+        path,
+        model=model,
+        arch="resnet18",
+        class_mapping=mapping,
+        preprocess=PreprocessSpec(input_size=160),
+        metrics={"val_acc": 0.97},
+    )
     assert version == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     ckpt = load_checkpoint(path)
     assert (ckpt.arch, ckpt.class_mapping, ckpt.preprocess.input_size) == ("resnet18", mapping, 160)
@@ -39,7 +45,9 @@ def test_seed_format_bare_state_dict_with_class_mapping_json(tmp_path):
     torch.manual_seed(2)
     model = build_model("resnet50", len(SEED_CLASSES))
     torch.save(model.state_dict(), tmp_path / "pose_classifier.pth")
-    (tmp_path / "class_mapping.json").write_text(json.dumps(ClassMapping(tuple(SEED_CLASSES)).to_json()))
+    (tmp_path / "class_mapping.json").write_text(
+        json.dumps(ClassMapping(tuple(SEED_CLASSES)).to_json())
+    )
     ckpt = load_checkpoint(tmp_path / "pose_classifier.pth")
     assert ckpt.arch == "resnet50"
     assert ckpt.class_mapping.classes == tuple(SEED_CLASSES)
@@ -47,15 +55,24 @@ def test_seed_format_bare_state_dict_with_class_mapping_json(tmp_path):
     assert torch.equal(outputs(ckpt.build()), outputs(model))
     # the version covers the weights and the mapping
     before = ckpt.version
-    (tmp_path / "class_mapping.json").write_text(json.dumps(ClassMapping(tuple(reversed(SEED_CLASSES))).to_json()))
+    (tmp_path / "class_mapping.json").write_text(
+        json.dumps(ClassMapping(tuple(reversed(SEED_CLASSES))).to_json())
+    )
     assert load_checkpoint(tmp_path / "pose_classifier.pth").version != before
 
 
 def test_seed_complete_checkpoint_with_a_dropout_head(tmp_path):
     torch.manual_seed(3)
     model = build_model("resnet18", 7, head="dropout_linear")
-    torch.save({"model_state_dict": model.state_dict(), "class_to_idx": {c: i for i, c in enumerate(SEED_CLASSES)},
-                "epoch": 12, "best_val_acc": 91.5}, tmp_path / "pose_classifier_complete.pth")
+    torch.save(
+        {
+            "model_state_dict": model.state_dict(),
+            "class_to_idx": {c: i for i, c in enumerate(SEED_CLASSES)},
+            "epoch": 12,
+            "best_val_acc": 91.5,
+        },
+        tmp_path / "pose_classifier_complete.pth",
+    )
     ckpt = load_checkpoint(tmp_path / "pose_classifier_complete.pth")
     assert (ckpt.arch, ckpt.head) == ("resnet18", "dropout_linear")
     assert torch.equal(outputs(ckpt.build()), outputs(model))
@@ -69,7 +86,12 @@ def test_bare_state_dict_without_its_mapping_says_where_to_put_it(tmp_path):
 
 def test_expected_sha256_is_enforced_before_loading(tmp_path):
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model=build_model("resnet18", 2), arch="resnet18", class_mapping=ClassMapping(("1", "2")))
+    save_checkpoint(
+        path,
+        model=build_model("resnet18", 2),
+        arch="resnet18",
+        class_mapping=ClassMapping(("1", "2")),
+    )
     good = hashlib.sha256(path.read_bytes()).hexdigest()
     assert load_checkpoint(path, expected_sha256=good.upper()).arch == "resnet18"
     with pytest.raises(ModelIntegrityError, match="expect"):

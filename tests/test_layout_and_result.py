@@ -21,9 +21,18 @@ def test_ids_that_would_escape_the_layout_are_refused(bad):
 
 
 def test_result_lines_round_trip_and_enforce_their_shape():
-    ok = ResultLine(bucket="b", key="k.jpg", status="ok", model_version="abc123", original_size=(4032, 3024),
-                    predicted_class_index=1, predicted_class_id="2", predicted_class_name="Front Double Biceps",
-                    confidence=0.9, all_probabilities={"Front Double Biceps": 0.9, "Side Chest": 0.1})
+    ok = ResultLine(
+        bucket="b",
+        key="k.jpg",
+        status="ok",
+        model_version="abc123",
+        original_size=(4032, 3024),
+        predicted_class_index=1,
+        predicted_class_id="2",
+        predicted_class_name="Front Double Biceps",
+        confidence=0.9,
+        all_probabilities={"Front Double Biceps": 0.9, "Side Chest": 0.1},
+    )
     err = ResultLine.error("b", "bad.jpg", ImageError(ErrorKind.TRUNCATED, "cut short"))
     assert load_lines(dump_lines([ok, err])) == [ok, err]
     assert '"error_kind":"truncated"' in err.to_json()
@@ -34,6 +43,16 @@ def test_result_lines_round_trip_and_enforce_their_shape():
 
 
 def test_manifest_round_trips():
-    m = Manifest(job_id="j", source_bucket="in", source_prefix="p/", tasks=2, images=25, task_size=20,
-                 task_ids=["a", "b"], queue_url="http://q", model="s3://m/current.json", created_at="now")
+    m = Manifest(
+        job_id="j",
+        source_bucket="in",
+        source_prefix="p/",
+        tasks=2,
+        images=25,
+        task_size=20,
+        task_ids=["a", "b"],
+        queue_url="http://q",
+        model="s3://m/current.json",
+        created_at="now",
+    )
     assert Manifest.model_validate_json(m.model_dump_json()) == m

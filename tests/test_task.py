@@ -12,8 +12,14 @@ def parse(body: str):
 
 
 def test_task_round_trips_through_its_body():
-    task = TaskMessage(job_id="j1", task_id="000001-abc", bucket="photos", keys=("a.jpg", "b c.jpg"),
-                       results=RESULTS, enqueued_at=1.5)
+    task = TaskMessage(
+        job_id="j1",
+        task_id="000001-abc",
+        bucket="photos",
+        keys=("a.jpg", "b c.jpg"),
+        results=RESULTS,
+        enqueued_at=1.5,
+    )
     parsed = parse(task.to_body())
     assert parsed.kind == "task"
     assert parsed.tasks == (task,)
@@ -41,8 +47,17 @@ def test_task_ids_are_deterministic_for_the_job_and_depend_on_the_keys():
     ],
 )
 def test_s3_event_keys_are_url_decoded_exactly_once(raw, decoded):
-    body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-11-23T10:00:00.000Z",
-                                    "s3": {"bucket": {"name": "uploads"}, "object": {"key": raw, "size": 10}}}]})
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "eventTime": "2026-11-23T10:00:00.000Z",
+                    "s3": {"bucket": {"name": "uploads"}, "object": {"key": raw, "size": 10}},
+                }
+            ]
+        }
+    )
     parsed = parse(body)
     assert parsed.kind == "s3_event"
     (task,) = parsed.tasks
@@ -55,7 +70,9 @@ def test_s3_event_keys_are_url_decoded_exactly_once(raw, decoded):
 
 def test_s3_event_for_the_same_object_maps_to_the_same_result_key():
     def event(key: str) -> str:
-        return json.dumps({"Records": [{"s3": {"bucket": {"name": "uploads"}, "object": {"key": key}}}]})
+        return json.dumps(
+            {"Records": [{"s3": {"bucket": {"name": "uploads"}, "object": {"key": key}}}]}
+        )
 
     assert parse(event("a.jpg")).tasks[0].result_key == parse(event("a.jpg")).tasks[0].result_key
     assert parse(event("a.jpg")).tasks[0].result_key != parse(event("b.jpg")).tasks[0].result_key
@@ -68,8 +85,16 @@ def test_s3_test_event_asks_for_nothing():
 
 
 def test_s3_removal_events_are_ignored():
-    body = json.dumps({"Records": [{"eventName": "ObjectRemoved:Delete",
-                                    "s3": {"bucket": {"name": "u"}, "object": {"key": "a.jpg"}}}]})
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectRemoved:Delete",
+                    "s3": {"bucket": {"name": "u"}, "object": {"key": "a.jpg"}},
+                }
+            ]
+        }
+    )
     assert parse(body).tasks == ()
 
 
@@ -79,10 +104,31 @@ def test_s3_removal_events_are_ignored():
         "not json at all",
         "[1, 2, 3]",
         json.dumps({"job_id": "j"}),
-        json.dumps({"v": 2, "job_id": "j", "task_id": "t", "bucket": "bbb", "keys": ["a"], "results": RESULTS}),
-        json.dumps({"job_id": "../../etc", "task_id": "t", "bucket": "bbb", "keys": ["a"], "results": RESULTS}),
-        json.dumps({"job_id": "j", "task_id": "t", "bucket": "bbb", "keys": [], "results": RESULTS}),
-        json.dumps({"job_id": "j", "task_id": "t", "bucket": "bbb", "keys": ["a"], "results": "/tmp/x"}),
+        json.dumps(
+            {
+                "v": 2,
+                "job_id": "j",
+                "task_id": "t",
+                "bucket": "bbb",
+                "keys": ["a"],
+                "results": RESULTS,
+            }
+        ),
+        json.dumps(
+            {
+                "job_id": "../../etc",
+                "task_id": "t",
+                "bucket": "bbb",
+                "keys": ["a"],
+                "results": RESULTS,
+            }
+        ),
+        json.dumps(
+            {"job_id": "j", "task_id": "t", "bucket": "bbb", "keys": [], "results": RESULTS}
+        ),
+        json.dumps(
+            {"job_id": "j", "task_id": "t", "bucket": "bbb", "keys": ["a"], "results": "/tmp/x"}
+        ),
         json.dumps({"Records": []}),
         json.dumps({"Records": [{"s3": {}}]}),
     ],

@@ -166,7 +166,7 @@ class Worker:
             pool.shutdown(wait=False, cancel_futures=True)
         self.protection.set(False)
         self.metrics.flush()
-        log.info("worker_stopped", reason=reason, released=released, **dict(self.stats))
+        log.info("worker_stopped", reason=reason, released_at_stop=released, **dict(self.stats))
 
     # ----------------------------------------------------------------- receive
 

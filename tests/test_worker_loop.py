@@ -1,0 +1,306 @@
+"""The worker loop in this process against in-process moto, with a real ResNet50."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from posefleet import metric_names
+from posefleet.layout import ResultsLocation
+from posefleet.result import load_lines
+from posefleet.settings import WorkerSettings
+from posefleet.task import TaskMessage
+from tests.conftest import INPUT, RESULTS
+from tests.images import jpeg
+from worker.loop import Worker
+from worker.metrics import Metrics
+from worker.model import Classifier
+from worker.sqs import TaskQueue
+
+RESULTS_URI = f"s3://{RESULTS}/results"
+LOC = ResultsLocation.parse(RESULTS_URI)
+
+
+@pytest.fixture(scope="module")
+def classifier(checkpoint_path) -> Classifier:
+    return Classifier.from_file(checkpoint_path, device="cpu", threads=2)
+
+
+class FaultyS3:
+    """The real (moto) client, except for keys with a marker: a handler that fails on purpose."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.gets: list[str] = []
+
+    def get_object(self, *, Bucket: str, Key: str) -> Any:
+        self.gets.append(Key)
+        if "denied/" in Key:
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject"
+            )
+        if "flaky/" in Key:
+            raise ClientError(
+                {
+                    "Error": {"Code": "SlowDown", "Message": "Reduce your request rate"},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                "GetObject",
+            )
+        return self.real.get_object(Bucket=Bucket, Key=Key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class SpyQueue(TaskQueue):
+    def __init__(self, *, on_delete=None, heartbeat_fails: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.on_delete = on_delete
+        self.heartbeat_fails = heartbeat_fails
+        self.visibility_calls: list[tuple[int, int]] = []
+
+    def delete(self, messages):
+        if self.on_delete:
+            self.on_delete(messages)
+        return super().delete(messages)
+
+    def change_visibility(self, messages, timeout):
+        self.visibility_calls.append((len(messages), timeout))
+        if self.heartbeat_fails and timeout > 0:
+            return [m.message_id for m in messages]
+        return super().change_visibility(messages, timeout)
+
+
+def settings(queue_url: str, **kw: Any) -> WorkerSettings:
+    base = dict(
+        queue_url=queue_url,
+        results=RESULTS_URI,
+        wait_time_seconds=1,
+        visibility_timeout=30,
+        batch_size=8,
+        batch_wait_ms=300,
+        fetch_threads=4,
+        drain_seconds=5,
+        retry_delay_seconds=0,
+    )
+    return WorkerSettings(**{**base, **kw})
+
+
+def run_worker(
+    s3, sqs, queue_url, classifier, *, idle: float = 1.5, queue=None, shutdown=None, **kw
+):
+    out = io.StringIO()
+    worker = Worker(
+        settings=settings(queue_url, **kw),
+        tasks_queue=queue or TaskQueue(sqs=sqs, url=queue_url),
+        s3=s3,
+        classifier=classifier,
+        metrics=Metrics(service="test", out=out),
+        shutdown=shutdown or threading.Event(),
+        decode_threads=2,
+        exit_when_idle=idle,
+    )
+    assert worker.run() == 0
+    return worker, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def send_task(sqs, queue_url, keys, task_id="000000-t", job="job1") -> TaskMessage:
+    task = TaskMessage(
+        job_id=job, task_id=task_id, bucket=INPUT, keys=tuple(keys), results=RESULTS_URI
+    )
+    sqs.send_message(QueueUrl=queue_url, MessageBody=task.to_body())
+    return task
+
+
+def result(s3, task: TaskMessage):
+    return load_lines(s3.get_object(Bucket=RESULTS, Key=task.result_key)["Body"].read())
+
+
+def depth(sqs, url: str) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def put(s3, key: str, data: bytes) -> str:
+    s3.put_object(Bucket=INPUT, Key=key, Body=data)
+    return key
+
+
+def test_a_task_gets_one_line_per_image_and_is_deleted_after_its_result_exists(
+    s3, sqs, queues, classifier
+):
+    keys = [put(s3, f"p/{i}.jpg", jpeg(seed=i)) for i in range(3)]
+    keys.insert(1, put(s3, "p/broken.jpg", b"\xff\xd8\xff\xe0 not really"))
+    keys.append("p/deleted-before-fetch.jpg")
+    task = send_task(sqs, queues.queue_url, keys)
+    seen_at_delete: list[bool] = []
+
+    def check(messages):
+        seen_at_delete.append(
+            s3.list_objects_v2(Bucket=RESULTS, Prefix=task.result_key)["KeyCount"] == 1
+        )
+
+    spy = SpyQueue(sqs=sqs, url=queues.queue_url, on_delete=check)
+    worker, emf = run_worker(s3, sqs, queues.queue_url, classifier, queue=spy)
+
+    lines = result(s3, task)
+    assert [line.key for line in lines] == keys
+    assert [line.status for line in lines] == ["ok", "error", "ok", "ok", "error"]
+    assert lines[1].error_kind == "truncated"
+    assert lines[4].error_kind == "not_found"
+    assert lines[0].original_size == (640, 480)
+    assert lines[0].model_version == classifier.version
+    assert seen_at_delete == [True]
+    assert depth(sqs, queues.queue_url) == 0
+    assert worker.stats["tasks"] == 1 and worker.stats["images"] == 5
+
+
+def test_batches_are_built_across_tasks(s3, sqs, queues, classifier):
+    tasks = [
+        send_task(
+            sqs,
+            queues.queue_url,
+            [put(s3, f"b/{t}-{i}.jpg", jpeg((320, 240), seed=i)) for i in range(3)],
+            task_id=f"00000{t}-x",
+        )
+        for t in range(2)
+    ]
+    _, emf = run_worker(s3, sqs, queues.queue_url, classifier, batch_size=8, batch_wait_ms=1500)
+    sizes = [
+        v
+        for doc in emf
+        if metric_names.BATCH_SIZE in doc
+        for v in (
+            doc[metric_names.BATCH_SIZE]
+            if isinstance(doc[metric_names.BATCH_SIZE], list)
+            else [doc[metric_names.BATCH_SIZE]]
+        )
+    ]
+    assert max(sizes) > 3, f"no batch spanned two tasks: {sizes}"
+    assert all(len(result(s3, t)) == 3 for t in tasks)
+
+
+def test_access_denied_is_an_error_line_and_a_transient_fault_leaves_the_task_for_redelivery(
+    s3, sqs, queues, classifier
+):
+    ok_task = send_task(
+        sqs,
+        queues.queue_url,
+        [put(s3, "x/ok.jpg", jpeg()), put(s3, "denied/x.jpg", jpeg())],
+        task_id="000000-a",
+    )
+    flaky_task = send_task(
+        sqs,
+        queues.queue_url,
+        [put(s3, "y/ok.jpg", jpeg()), put(s3, "flaky/y.jpg", jpeg())],
+        task_id="000001-b",
+    )
+    worker, _ = run_worker(
+        FaultyS3(s3), sqs, queues.queue_url, classifier, retry_delay_seconds=600, idle=2
+    )
+
+    lines = result(s3, ok_task)
+    assert [(line.status, line.error_kind) for line in lines] == [
+        ("ok", None),
+        ("error", "access_denied"),
+    ]
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        result(s3, flaky_task)
+    assert depth(sqs, queues.queue_url) == 1  # the flaky task is still queued, hidden for retry
+    assert worker.stats["released"] == 1
+
+
+def test_invalid_messages_go_to_the_dead_letter_queue_while_good_tasks_are_served(
+    s3, sqs, queues, classifier
+):
+    sqs.send_message(QueueUrl=queues.queue_url, MessageBody="{not json")
+    good = send_task(sqs, queues.queue_url, [put(s3, "g/1.jpg", jpeg())])
+    worker, emf = run_worker(s3, sqs, queues.queue_url, classifier, idle=2)
+    assert len(result(s3, good)) == 1
+    assert worker.stats["invalid_messages"] >= 2  # received maxReceiveCount (2) times
+    assert depth(sqs, queues.queue_url) == 0
+    dead = sqs.receive_message(QueueUrl=queues.dlq_url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in dead] == ["{not json"]
+    assert (
+        sum(doc.get(metric_names.MESSAGES_INVALID, 0) for doc in emf)
+        == worker.stats["invalid_messages"]
+    )
+
+
+def test_s3_events_are_one_key_tasks_and_test_events_are_acknowledged(s3, sqs, queues, classifier):
+    key = put(s3, "uploads/new check in+1.jpg", jpeg())
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": INPUT}, "object": {"key": "uploads/new+check+in%2B1.jpg"}},
+    }
+    sqs.send_message(QueueUrl=queues.queue_url, MessageBody=json.dumps({"Records": [record]}))
+    sqs.send_message(
+        QueueUrl=queues.queue_url,
+        MessageBody=json.dumps({"Event": "s3:TestEvent", "Bucket": INPUT}),
+    )
+    run_worker(s3, sqs, queues.queue_url, classifier)
+    objects = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/stream/tasks/")["Contents"]
+    assert len(objects) == 1
+    (line,) = load_lines(s3.get_object(Bucket=RESULTS, Key=objects[0]["Key"])["Body"].read())
+    assert (line.key, line.status) == (key, "ok")
+    assert depth(sqs, queues.queue_url) == 0
+
+
+def test_heartbeat_extends_visibility_and_a_lost_heartbeat_abandons_without_deleting(
+    s3, sqs, queues, classifier
+):
+    class Slow(Classifier):
+        def predict(self, images):
+            import time
+
+            time.sleep(1.0)
+            return super().predict(images)
+
+    slow = Slow(classifier.checkpoint, device="cpu")
+    slow.model = classifier.model
+    task = send_task(sqs, queues.queue_url, [put(s3, "h/1.jpg", jpeg())])
+    deleted: list[int] = []
+    spy = SpyQueue(
+        sqs=sqs,
+        url=queues.queue_url,
+        heartbeat_fails=True,
+        on_delete=lambda m: deleted.append(len(m)),
+    )
+    worker, _ = run_worker(
+        s3, sqs, queues.queue_url, slow, queue=spy, heartbeat_seconds=0.2, idle=1.5
+    )
+    assert (1, 30) in spy.visibility_calls  # the heartbeat asked for the full visibility again
+    assert worker.stats["heartbeat_lost"] == 1
+    assert deleted == []
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        result(s3, task)
+
+
+def test_shutdown_releases_unfinished_tasks_at_once(s3, sqs, queues, classifier):
+    class Stuck(Classifier):
+        def predict(self, images):
+            stop.set()  # SIGTERM arrives mid-batch
+            import time
+
+            time.sleep(2)
+            return super().predict(images)
+
+    stop = threading.Event()
+    stuck = Stuck(classifier.checkpoint, device="cpu")
+    stuck.model = classifier.model
+    send_task(sqs, queues.queue_url, [put(s3, "s/1.jpg", jpeg())])
+    spy = SpyQueue(sqs=sqs, url=queues.queue_url)
+    worker, _ = run_worker(
+        s3, sqs, queues.queue_url, stuck, queue=spy, shutdown=stop, drain_seconds=0.5, idle=None
+    )
+    assert (1, 0) in spy.visibility_calls  # released with visibility 0
+    again = sqs.receive_message(QueueUrl=queues.queue_url, WaitTimeSeconds=0)["Messages"]
+    assert len(again) == 1  # visible again without waiting for the visibility timeout
