@@ -8,12 +8,12 @@ chain (``AWS_ENDPOINT_URL`` points every client at a local server).
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET
 
-__all__ = ["CommonSettings", "ProducerSettings", "WorkerSettings"]
+__all__ = ["CommonSettings", "ProducerSettings", "WorkerSettings", "explain"]
 
 
 class CommonSettings(BaseSettings):
@@ -98,3 +98,12 @@ class WorkerSettings(CommonSettings):
         if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
+
+
+def explain(error: ValidationError) -> str:
+    """One line per bad setting, naming its environment variable: ``POSEFLEET_X: why``."""
+    parts = []
+    for e in error.errors():
+        name = ".".join(str(p) for p in e["loc"]) or "settings"
+        parts.append(f"POSEFLEET_{name.upper()} ({name}): {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from posefleet.aws import client
 from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
-from posefleet.settings import ProducerSettings
+from posefleet.settings import ProducerSettings, explain
 
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         settings = _settings(args)
-    except ValueError as e:
-        print(f"producer: invalid settings: {e}", file=sys.stderr)
+    except ValidationError as e:
+        print(f"producer: invalid settings: {explain(e)}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level)
     try:

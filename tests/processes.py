@@ -41,7 +41,8 @@ class Proc:
                 return
             if self.popen.poll() is not None:
                 raise AssertionError(
-                    f"{self.name} exited ({self.popen.returncode}):\n{self.stderr.read_text()[-3000:]}"
+                    f"{self.name} exited ({self.popen.returncode}):\n"
+                    + self.stderr.read_text()[-3000:]
                 )
             time.sleep(0.05)
         raise AssertionError(

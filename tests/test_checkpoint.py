@@ -80,7 +80,7 @@ def test_seed_complete_checkpoint_with_a_dropout_head(tmp_path):
 
 def test_bare_state_dict_without_its_mapping_says_where_to_put_it(tmp_path):
     torch.save(build_model("resnet18", 3).state_dict(), tmp_path / "w.pth")
-    with pytest.raises(FileNotFoundError, match="class_mapping.json"):
+    with pytest.raises(FileNotFoundError, match=r"class_mapping\.json"):
         load_checkpoint(tmp_path / "w.pth")
 
 

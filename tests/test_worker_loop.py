@@ -149,7 +149,7 @@ def test_a_task_gets_one_line_per_image_and_is_deleted_after_its_result_exists(
         )
 
     spy = SpyQueue(sqs=sqs, url=queues.queue_url, on_delete=check)
-    worker, emf = run_worker(s3, sqs, queues.queue_url, classifier, queue=spy)
+    worker, _ = run_worker(s3, sqs, queues.queue_url, classifier, queue=spy)
 
     lines = result(s3, task)
     assert [line.key for line in lines] == keys
@@ -298,7 +298,7 @@ def test_shutdown_releases_unfinished_tasks_at_once(s3, sqs, queues, classifier)
     stuck.model = classifier.model
     send_task(sqs, queues.queue_url, [put(s3, "s/1.jpg", jpeg())])
     spy = SpyQueue(sqs=sqs, url=queues.queue_url)
-    worker, _ = run_worker(
+    run_worker(
         s3, sqs, queues.queue_url, stuck, queue=spy, shutdown=stop, drain_seconds=0.5, idle=None
     )
     assert (1, 0) in spy.visibility_calls  # released with visibility 0

@@ -11,10 +11,12 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from posefleet import metric_names
 from posefleet.aws import client
 from posefleet.logs import configure_logging, get_logger
-from posefleet.settings import WorkerSettings
+from posefleet.settings import WorkerSettings, explain
 from worker.cpus import available_cpus
 
 EXAMPLES = """examples:
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = build_settings(args)
-    except ValueError as e:
-        print(f"worker: invalid settings: {e}", file=sys.stderr)
+    except ValidationError as e:
+        print(f"worker: invalid settings: {explain(e)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     log = get_logger("worker")
