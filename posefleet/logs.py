@@ -20,6 +20,16 @@ _LEVELS = {
 }
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (tests and daemons swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
     if level not in _LEVELS:
         raise ValueError(f"log level must be one of {sorted(_LEVELS)}, got {level!r}")
@@ -35,7 +45,7 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=True,
     )
 

@@ -21,6 +21,7 @@ On SIGTERM: stop receiving, finish what fits in ``drain_seconds``, release the r
 from __future__ import annotations
 
 import queue
+import resource
 import threading
 import time
 from collections import Counter
@@ -139,14 +140,14 @@ class Worker:
             if self.exit_when_idle is not None and holding == 0 and idle_for >= self.exit_when_idle:
                 reason = "idle"
                 break
-        self._drain(reason, receiver=threads[0])
+        self._drain(reason, threads=threads)
         return 0
 
     def holding(self) -> int:
         with self._lock:
             return len(self._held)
 
-    def _drain(self, reason: str, *, receiver: threading.Thread) -> None:
+    def _drain(self, reason: str, *, threads: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.settings.drain_seconds
         log.info(
             "drain_started",
@@ -155,6 +156,7 @@ class Worker:
             grace_seconds=self.settings.drain_seconds,
         )
         self._stop_receiving.set()
+        receiver, *others = threads
         receiver.join(timeout=max(0.0, deadline - time.monotonic()))
         while self.holding() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -164,9 +166,20 @@ class Worker:
         self._stop.set()
         for pool in (self._fetch_pool, self._decode_pool, self._write_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        # A receive call still in its long poll: wait it out, it releases what it gets.
+        receiver.join(timeout=self.settings.wait_time_seconds + 5)
+        for t in others:  # the infer thread finishes its batch (its results are dropped)
+            t.join(timeout=30)
         self.protection.set(False)
         self.metrics.flush()
-        log.info("worker_stopped", reason=reason, released_at_stop=released, **dict(self.stats))
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        log.info(
+            "worker_stopped",
+            reason=reason,
+            released_at_stop=released,
+            peak_rss_mib=round(peak_mib),
+            **dict(self.stats),
+        )
 
     # ----------------------------------------------------------------- receive
 
@@ -405,6 +418,7 @@ class Worker:
             images=len(lines),
             errors=sum(errors.values()),
             seconds=round(time.monotonic() - state.started, 3),
+            receives=held.received.receive_count,
         )
         with self._lock:
             held.pending -= 1

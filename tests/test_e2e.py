@@ -1,0 +1,237 @@
+"""End to end: moto's server, the real producer and real worker processes."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from posefleet.layout import ResultsLocation
+from posefleet.resources import QueueSpec
+from posefleet.result import load_lines
+from tests.conftest import Stack
+from tests.images import good_variants, jpeg
+
+pytestmark = pytest.mark.e2e
+
+
+def upload(stack: Stack, files: dict[str, bytes]) -> list[str]:
+    for key, data in files.items():
+        stack.s3.put_object(Bucket=stack.input, Key=key, Body=data)
+    return sorted(files)
+
+
+def produce(stack: Stack, prefix: str, job: str, task_size: int = 5) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--bucket",
+            stack.input,
+            "--prefix",
+            prefix,
+            "--job-id",
+            job,
+            "--task-size",
+            str(task_size),
+        ],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def all_lines(stack: Stack, job: str) -> list:
+    """Every line of every task object of the job, without de-duplication."""
+    loc = ResultsLocation.parse(stack.results_uri)
+    lines = []
+    for page in stack.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=stack.results, Prefix=loc.tasks_prefix(job)
+    ):
+        for obj in page.get("Contents", []):
+            lines += load_lines(
+                stack.s3.get_object(Bucket=stack.results, Key=obj["Key"])["Body"].read()
+            )
+    return lines
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
+    stack, processes, checkpoint_path
+):
+    # Given photos of every kind, two broken files and a message that is no task
+    files = {f"job/good/{name}": data for name, data in good_variants().items()}
+    files.update({f"job/synthetic/{i:03d}.jpg": jpeg((480, 640), seed=i) for i in range(12)})
+    files["job/bad/corrupt.jpg"] = files["job/good/plain.jpg"][:300]
+    files["job/bad/notes.png"] = b"<html>Service Unavailable</html>"
+    keys = upload(stack, files)
+    stack.sqs.send_message(QueueUrl=stack.queues.queue_url, MessageBody="{not a task")
+
+    # When the producer enqueues the prefix and two workers serve it
+    env = stack.env(POSEFLEET_MODEL=str(checkpoint_path), POSEFLEET_BATCH_SIZE="8")
+    workers = [processes.worker(f"w{i}", env, "--exit-when-idle", "4") for i in range(2)]
+    produce(stack, "job/", "e2e")
+    for w in workers:
+        assert w.popen.wait(timeout=240) == 0
+
+    # Then every image has exactly one line, naming its key
+    lines = all_lines(stack, "e2e")
+    assert sorted(line.key for line in lines) == keys
+    by_key = {line.key: line for line in lines}
+    assert by_key["job/bad/corrupt.jpg"].error_kind == "truncated"
+    assert by_key["job/bad/notes.png"].error_kind == "not_an_image"
+    good = [line for line in lines if "/bad/" not in line.key]
+    assert [x.error_message for x in good if x.status != "ok"] == []
+    assert by_key["job/good/phone-4032x3024.jpg"].original_size == (4032, 3024)
+    assert all(abs(sum(line.all_probabilities.values()) - 1) < 1e-3 for line in good)
+    # the queue is empty, the poison message is in the dead-letter queue, nothing else is
+    assert stack.count(stack.queues.queue_url) == 0
+    dead = stack.sqs.receive_message(QueueUrl=stack.queues.dlq_url, MaxNumberOfMessages=10)[
+        "Messages"
+    ]
+    assert [m["Body"] for m in dead] == ["{not a task"]
+    # and the EMF metrics the workers printed account for every image
+    processed = sum(doc.get("ImagesProcessed", 0) for w in workers for doc in w.emf())
+    assert processed == len(keys)
+
+
+def test_sigkilled_workers_lose_nothing_and_double_nothing(moto_server, processes, checkpoint_path):
+    # Given a job of a few hundred images and a short visibility timeout
+    stack = Stack(
+        moto_server, QueueSpec(visibility_timeout=10, max_receive_count=10, receive_wait_seconds=1)
+    )
+    rng = random.Random(42)
+    keys = upload(stack, {f"kill/{i:04d}.jpg": jpeg((256, 192), seed=i) for i in range(240)})
+    env = stack.env(
+        POSEFLEET_MODEL=str(checkpoint_path),
+        POSEFLEET_VISIBILITY_TIMEOUT="10",
+        POSEFLEET_HEARTBEAT_SECONDS="2",
+        POSEFLEET_BATCH_SIZE="8",
+    )
+    live = [processes.worker(f"w{i}", env) for i in range(2)]
+    produce(stack, "kill/", "chaos", task_size=8)
+
+    # When workers are SIGKILLed at random moments and replaced, round after round
+    kills = 0
+    for round_ in range(5):
+        time.sleep(rng.uniform(2.0, 5.0))
+        victim = live.pop(rng.randrange(len(live)))
+        victim.popen.send_signal(signal.SIGKILL)
+        victim.popen.wait()
+        kills += 1
+        live.append(processes.worker(f"w-r{round_}", env))
+    loc = ResultsLocation.parse(stack.results_uri)
+    wait_until(
+        lambda: (
+            len(
+                stack.s3.list_objects_v2(
+                    Bucket=stack.results, Prefix=loc.tasks_prefix("chaos")
+                ).get("Contents", [])
+            )
+            == 30
+        ),
+        300,
+        "all 30 task results",
+    )
+    wait_until(lambda: stack.count(stack.queues.queue_url) == 0, 60, "the queue to drain")
+
+    # Then every key has exactly one line, and nothing is dead-lettered
+    lines = all_lines(stack, "chaos")
+    counts = Counter(line.key for line in lines)
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    losses = len(set(keys) - set(counts))
+    done = [e for p in processes.procs for e in p.events("task_done")]
+    redeliveries = sum(1 for e in done if e["receives"] > 1)
+    print(
+        f"\nfault test: images={len(keys)} kills={kills} redeliveries={redeliveries} "
+        f"results={len(lines)} duplicates={duplicates} losses={losses}"
+    )
+    assert (duplicates, losses, len(lines)) == (0, 0, len(keys))
+    assert all(line.status == "ok" for line in lines)
+    assert stack.count(stack.queues.dlq_url) == 0
+    assert kills == 5
+
+
+def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
+    moto_server, processes, checkpoint_path
+):
+    # Given a long visibility timeout, so waiting for it would fail this test
+    stack = Stack(
+        moto_server, QueueSpec(visibility_timeout=600, max_receive_count=5, receive_wait_seconds=1)
+    )
+    keys = upload(stack, {f"term/{i:03d}.jpg": jpeg((640, 480), seed=i) for i in range(120)})
+    env = stack.env(
+        POSEFLEET_MODEL=str(checkpoint_path),
+        POSEFLEET_VISIBILITY_TIMEOUT="600",
+        POSEFLEET_DRAIN_SECONDS="2",
+        POSEFLEET_BATCH_SIZE="4",
+    )
+    first = processes.worker("first", env)
+    produce(stack, "term/", "drain", task_size=4)
+    first.wait_for("task_done", timeout=120)
+
+    # When it gets SIGTERM in the middle of its work
+    sent = time.monotonic()
+    first.popen.send_signal(signal.SIGTERM)
+    code = first.popen.wait(timeout=30)
+    took = time.monotonic() - sent
+
+    # Then it exits 0 within the grace, having released what it held
+    assert code == 0
+    assert took < 2 + 10, f"took {took:.1f}s"
+    (stopped,) = first.events("worker_stopped")
+    assert stopped["released_at_stop"] > 0
+    # and another worker finishes the job long before the 600 s visibility timeout
+    second = processes.worker("second", env, "--exit-when-idle", "3")
+    assert second.popen.wait(timeout=240) == 0
+    lines = all_lines(stack, "drain")
+    assert sorted(line.key for line in lines) == keys
+    assert stack.count(stack.queues.queue_url) == 0
+
+
+def test_worker_memory_stays_bounded_on_phone_photos(stack, processes, checkpoint_path):
+    files = {
+        f"mem/{i:03d}.jpg": jpeg((4032, 3024) if i % 3 == 0 else (1080, 1920), seed=i)
+        for i in range(60)
+    }
+    upload(stack, files)
+    env = stack.env(POSEFLEET_MODEL=str(checkpoint_path))
+    worker = processes.worker("mem", env, "--exit-when-idle", "3")
+    produce(stack, "mem/", "mem", task_size=10)
+    assert worker.popen.wait(timeout=240) == 0
+    (stopped,) = worker.events("worker_stopped")
+    peak = stopped["peak_rss_mib"]
+    print(f"\npeak RSS of a worker over {len(files)} images (1 in 3 at 12 MP): {peak} MiB")
+    assert stopped["images"] == len(files)
+    assert stopped["peak_rss_mib"] < 2048
+
+
+def test_make_demo_accounts_for_every_image(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "posefleet.demo", "--images", "24"],
+        cwd=tmp_path,
+        env={k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
+        | {"PYTHONPATH": str(__import__("pathlib").Path.cwd())},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "every image once   yes" in out.stdout
+    assert "result lines       26 (24 ok, 2 errors)" in out.stdout
