@@ -12,6 +12,7 @@ __all__ = [
     "BATCH_SIZE",
     "DIM_SERVICE",
     "END_TO_END_LATENCY",
+    "GPU_UTILIZATION",
     "IMAGES_FAILED",
     "IMAGES_PROCESSED",
     "MESSAGES_INVALID",
@@ -28,7 +29,7 @@ DIM_ERROR_KIND: Final = "ErrorKind"  # on IMAGES_FAILED
 DIM_STAGE: Final = "Stage"  # on STAGE_TIME: fetch, decode, infer, write
 
 IMAGES_PROCESSED: Final = "ImagesProcessed"  # Count, ok and error alike
-IMAGES_FAILED: Final = "ImagesFailed"  # Count, by ErrorKind
+IMAGES_FAILED: Final = "ImagesFailed"  # Count, by ErrorKind and in total (Service only)
 TASKS_COMPLETED: Final = "TasksCompleted"  # Count
 TASKS_ABANDONED: Final = "TasksAbandoned"  # Count: left for redelivery
 MESSAGES_INVALID: Final = "MessagesInvalid"  # Count: headed for the dead-letter queue
@@ -36,6 +37,7 @@ BATCH_SIZE: Final = "BatchSize"  # Count per batch
 STAGE_TIME: Final = "StageTime"  # Milliseconds, by Stage
 END_TO_END_LATENCY: Final = "EndToEndLatency"  # Milliseconds, enqueue -> result written
 MODEL_LOAD_TIME: Final = "ModelLoadTime"  # Milliseconds
+GPU_UTILIZATION: Final = "GpuUtilization"  # Percent, GPU workers only
 
 STAGES: Final = ("fetch", "decode", "infer", "write")
 
@@ -50,5 +52,6 @@ ALL_METRICS: Final = frozenset(
         STAGE_TIME,
         END_TO_END_LATENCY,
         MODEL_LOAD_TIME,
+        GPU_UTILIZATION,
     }
 )

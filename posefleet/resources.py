@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_MODELS_BUCKET",
     "DEFAULT_QUEUE_NAME",
     "DEFAULT_RESULTS_BUCKET",
+    "DISCOVERY_PARAMETER",
     "QueueSpec",
 ]
 
@@ -22,6 +23,8 @@ DEFAULT_DLQ_NAME = "posefleet-tasks-dlq"
 DEFAULT_RESULTS_BUCKET = "posefleet-results"
 DEFAULT_MODELS_BUCKET = "posefleet-models"
 DEFAULT_INPUT_BUCKET = "posefleet-input"
+# SSM parameter where a deployed stack publishes {"queue_url", "results", "model"}.
+DISCOVERY_PARAMETER = "/posefleet/config"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET
+from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
 
 __all__ = ["CommonSettings", "ProducerSettings", "WorkerSettings", "explain"]
 
@@ -45,6 +45,11 @@ class CommonSettings(BaseSettings):
 
 
 class ProducerSettings(CommonSettings):
+    discovery_parameter: str = Field(
+        default=DISCOVERY_PARAMETER,
+        description="SSM parameter a deployed stack publishes its queue and results location in; "
+        "read when neither queue_url nor results is set.",
+    )
     task_size: int = Field(default=20, ge=1, le=1000, description="Keys per task message.")
     extensions: tuple[str, ...] = Field(
         default=(".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"),

@@ -20,6 +20,7 @@ from posefleet.aws import client
 from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
 from posefleet.settings import ProducerSettings, explain
+from producer.discovery import Endpoints
 
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
@@ -95,8 +96,8 @@ def _settings(args: argparse.Namespace) -> ProducerSettings:
     return ProducerSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _queue_url(sqs: object, settings: ProducerSettings) -> str:
-    return settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]  # type: ignore[attr-defined]
+def _endpoints(settings: ProducerSettings, sqs: object) -> Endpoints:
+    return Endpoints(settings, sqs=sqs, ssm=client("ssm"))
 
 
 def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
@@ -104,10 +105,9 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.listing import list_image_keys
 
     s3, sqs = client("s3"), client("sqs")
-    location = ResultsLocation.parse(settings.results)
-    queue_url = (
-        "(dry run)" if args.dry_run and not settings.queue_url else _queue_url(sqs, settings)
-    )
+    endpoints = _endpoints(settings, sqs)
+    location = ResultsLocation.parse(endpoints.results)
+    queue_url = "(dry run)" if args.dry_run and not settings.queue_url else endpoints.queue_url
     job_id = args.job_id or default_job_id(args.bucket, args.prefix)
     with tqdm(
         desc=f"listing s3://{args.bucket}/{args.prefix}",
@@ -188,7 +188,7 @@ def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.results import read_manifest, read_progress
 
     s3, sqs = client("s3"), client("sqs")
-    location = ResultsLocation.parse(settings.results)
+    location = ResultsLocation.parse(_endpoints(settings, sqs).results)
     manifest = read_manifest(s3, location, args.job_id)
     if args.wait:
         return _wait(s3, sqs, location, manifest, args.timeout)
@@ -214,7 +214,7 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.results import export, iter_results, read_manifest, summarize
 
     s3 = client("s3")
-    location = ResultsLocation.parse(settings.results)
+    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
     read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
     fmt = args.format or args.out.suffix.lstrip(".").lower()
     lines = list(iter_results(s3, location, args.job_id))

@@ -26,7 +26,7 @@ def check_emf(doc: dict) -> None:
             values = value if isinstance(value, list) else [value]
             assert 0 < len(values) <= MAX_VALUES
             assert all(isinstance(v, int | float) for v in values)
-            assert metric["Unit"] in {"Count", "Milliseconds", "Seconds", "None"}
+            assert metric["Unit"] in {"Count", "Milliseconds", "Seconds", "Percent", "None"}
 
 
 def emitted(fn) -> list[dict]:

@@ -289,3 +289,25 @@ def test_producer_never_imports_torch():
 def test_manifest_model_is_typed():
     with pytest.raises(ValueError):
         Manifest.model_validate({"job_id": "j"})
+
+
+def test_a_deployed_stack_is_found_without_flags(s3, sqs, queues, capsys):
+    from posefleet.aws import client
+    from posefleet.resources import DISCOVERY_PARAMETER
+
+    client("ssm").put_parameter(
+        Name=DISCOVERY_PARAMETER,
+        Type="String",
+        Value=json.dumps(
+            {
+                "queue_url": queues.queue_url,
+                "results": "s3://pf-results/deployed",
+                "model": "s3://pf-models/pose_classifier/current.json",
+            }
+        ),
+    )
+    upload(s3, ["p/1.jpg"])
+    code, out, _ = run(capsys, "--bucket", INPUT, "--prefix", "p/", "--job-id", "found")
+    assert code == 0 and out["results"] == "s3://pf-results/deployed/found/"
+    (task,) = drain(sqs, queues.queue_url)
+    assert task.results == "s3://pf-results/deployed"

@@ -134,6 +134,8 @@ class Worker:
             holding = self.holding()
             self.protection.set(holding > 0)
             if time.monotonic() >= next_flush:
+                if (gpu := self.classifier.gpu_utilization()) is not None:
+                    self.metrics.observe(m.GPU_UTILIZATION, gpu, "Percent")
                 self.metrics.flush()
                 next_flush = time.monotonic() + 10
             idle_for = time.monotonic() - self._last_activity
@@ -402,6 +404,7 @@ class Worker:
         self.metrics.observe(m.STAGE_TIME, (now - started) * 1000, Stage="write")
         self.metrics.count(m.TASKS_COMPLETED, 1)
         self.metrics.count(m.IMAGES_PROCESSED, len(lines))
+        self.metrics.count(m.IMAGES_FAILED, sum(errors.values()))  # the total, for the alarm
         for kind, count in errors.items():
             self.metrics.count(m.IMAGES_FAILED, count, ErrorKind=kind)
         if task.enqueued_at:

@@ -115,6 +115,15 @@ class Classifier:
             )
         return out
 
+    def gpu_utilization(self) -> float | None:
+        """Percent of the last sample period the GPU was busy; None on the CPU or without NVML."""
+        if self.device.type != "cuda":
+            return None
+        try:
+            return float(torch.cuda.utilization(self.device))
+        except Exception:  # pynvml missing or the driver says no: a metric is not worth a crash
+            return None
+
     def describe(self) -> dict[str, Any]:
         return {
             "model_version": self.version,

@@ -1,0 +1,1 @@
+"""The Pulumi program that provisions posefleet on AWS (see docs/deploy.md)."""

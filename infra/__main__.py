@@ -1,0 +1,5 @@
+"""`pulumi up` entry point: wiring only; each concern is a component in infra/components/."""
+
+from infra.program import build
+
+build()

@@ -1,0 +1,1 @@
+"""One ComponentResource per concern; each takes typed args and parents its children."""

@@ -1,0 +1,128 @@
+"""Stack configuration: every choice is a Pulumi config key (``posefleet:<key>``) with a default.
+
+Documented in docs/deploy.md; checked here so a bad value fails at ``pulumi preview``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pulumi
+
+from posefleet.resources import QueueSpec
+
+__all__ = ["InputBucket", "StackConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputBucket:
+    bucket: str
+    prefix: str = ""
+    notify: bool = False  # send S3 ObjectCreated events for this prefix to the tasks queue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackConfig:
+    capacity: str = "fargate"  # fargate | gpu
+    min_tasks: int = 0
+    max_tasks: int = 20
+    cpu: int = 2048
+    memory: int = 4096
+    spot_weight: int = 3
+    gpu_instance_type: str = "g5.xlarge"
+    gpu_memory: int = 14336
+    image_tag: str = "latest"
+    input_buckets: tuple[InputBucket, ...] = ()
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    assign_public_ip: bool = True
+    task_size: int = 20
+    longest_task_seconds: int = 120  # the slowest task we expect, image fetches included
+    acceptable_latency_seconds: int = 600
+    seconds_per_task: float = 12.0  # measured: docs/benchmarks.md
+    max_receive_count: int = 5
+    drain_seconds: int = 90
+    log_retention_days: int = 30
+    results_expire_days: int = 90
+    oldest_message_alarm_seconds: int = 3600
+    failure_rate_alarm_percent: float = 5.0
+    no_progress_minutes: int = 15
+    alarm_email: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.capacity not in ("fargate", "gpu"):
+            raise ValueError(f"posefleet:capacity must be fargate or gpu, got {self.capacity!r}")
+        if not 0 <= self.min_tasks <= self.max_tasks or self.max_tasks < 1:
+            raise ValueError(
+                "posefleet:minTasks must be between 0 and posefleet:maxTasks (at least 1)"
+            )
+        if self.drain_seconds >= 120:
+            raise ValueError("posefleet:drainSeconds must stay under ECS's 120 s stopTimeout")
+        if self.seconds_per_task <= 0 or self.acceptable_latency_seconds <= 0:
+            raise ValueError(
+                "posefleet:secondsPerTask and acceptableLatencySeconds must be positive"
+            )
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Above the longest task, with room for a heartbeat to be missed twice."""
+        return max(60, 3 * self.longest_task_seconds)
+
+    @property
+    def queue_spec(self) -> QueueSpec:
+        return QueueSpec(
+            visibility_timeout=self.visibility_timeout, max_receive_count=self.max_receive_count
+        )
+
+    @property
+    def backlog_target(self) -> float:
+        """Tasks waiting per running worker that still meets the acceptable latency."""
+        return max(1.0, math.floor(self.acceptable_latency_seconds / self.seconds_per_task))
+
+    @classmethod
+    def load(cls, config: pulumi.Config | None = None) -> StackConfig:
+        c = config or pulumi.Config("posefleet")
+        d = cls()
+        buckets = tuple(
+            InputBucket(
+                bucket=b["bucket"], prefix=b.get("prefix", ""), notify=bool(b.get("notify", False))
+            )
+            for b in (c.get_object("inputBuckets") or [])
+        )
+        return cls(
+            capacity=c.get("capacity") or d.capacity,
+            min_tasks=c.get_int("minTasks") if c.get("minTasks") is not None else d.min_tasks,
+            max_tasks=c.get_int("maxTasks") or d.max_tasks,
+            cpu=c.get_int("cpu") or d.cpu,
+            memory=c.get_int("memory") or d.memory,
+            spot_weight=c.get_int("spotWeight")
+            if c.get("spotWeight") is not None
+            else d.spot_weight,
+            gpu_instance_type=c.get("gpuInstanceType") or d.gpu_instance_type,
+            gpu_memory=c.get_int("gpuMemory") or d.gpu_memory,
+            image_tag=c.get("imageTag") or d.image_tag,
+            input_buckets=buckets,
+            vpc_id=c.get("vpcId"),
+            subnet_ids=tuple(c.get_object("subnetIds") or ()),
+            assign_public_ip=c.get_bool("assignPublicIp")
+            if c.get("assignPublicIp") is not None
+            else True,
+            task_size=c.get_int("taskSize") or d.task_size,
+            longest_task_seconds=c.get_int("longestTaskSeconds") or d.longest_task_seconds,
+            acceptable_latency_seconds=c.get_int("acceptableLatencySeconds")
+            or d.acceptable_latency_seconds,
+            seconds_per_task=c.get_float("secondsPerTask") or d.seconds_per_task,
+            max_receive_count=c.get_int("maxReceiveCount") or d.max_receive_count,
+            drain_seconds=c.get_int("drainSeconds") or d.drain_seconds,
+            log_retention_days=c.get_int("logRetentionDays") or d.log_retention_days,
+            results_expire_days=c.get_int("resultsExpireDays") or d.results_expire_days,
+            oldest_message_alarm_seconds=c.get_int("oldestMessageAlarmSeconds")
+            or d.oldest_message_alarm_seconds,
+            failure_rate_alarm_percent=c.get_float("failureRateAlarmPercent")
+            or d.failure_rate_alarm_percent,
+            no_progress_minutes=c.get_int("noProgressMinutes") or d.no_progress_minutes,
+            alarm_email=c.get("alarmEmail"),
+            extra_env=dict(c.get_object("extraEnv") or {}),
+        )

@@ -1,0 +1,54 @@
+"""Finding a deployed stack: ``pulumi up`` publishes the queue URL and results location in an SSM
+parameter, so ``python -m producer --bucket X --prefix Y`` needs no other flags.
+
+Order: explicit settings (flags or ``POSEFLEET_*``), then the stack's parameter, then defaults.
+IAM: ``ssm:GetParameter`` on the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from posefleet.settings import ProducerSettings
+
+__all__ = ["Endpoints"]
+
+
+class Endpoints:
+    def __init__(self, settings: ProducerSettings, *, sqs: Any, ssm: Any) -> None:
+        self.settings = settings
+        self.sqs = sqs
+        self.ssm = ssm
+
+    @cached_property
+    def discovered(self) -> dict[str, str]:
+        try:
+            value = self.ssm.get_parameter(Name=self.settings.discovery_parameter)["Parameter"][
+                "Value"
+            ]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in (
+                "ParameterNotFound",
+                "AccessDeniedException",
+            ):
+                return {}
+            raise
+        return json.loads(value)
+
+    @property
+    def results(self) -> str:
+        if "results" in self.settings.model_fields_set:
+            return self.settings.results
+        return self.discovered.get("results", self.settings.results)
+
+    @property
+    def queue_url(self) -> str:
+        if self.settings.queue_url:
+            return self.settings.queue_url
+        if found := self.discovered.get("queue_url"):
+            return found
+        return self.sqs.get_queue_url(QueueName=self.settings.queue_name)["QueueUrl"]
