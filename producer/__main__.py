@@ -28,6 +28,8 @@ EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/ --job-id nov --skip-done --wait
   python -m producer status nov
   python -m producer export nov --out nov.csv
+  python -m producer redrive --peek              # what is in the dead-letter queue, and why
+  python -m producer redrive                     # move the tasks back once the cause is fixed
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING, EXIT_AWS = 0, 1, 2, 3, 4
@@ -79,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--wait", action="store_true", help="follow until complete")
     status.add_argument("--timeout", type=float)
     _common(status)
+    redrive = sub.add_parser("redrive", help="move dead-lettered tasks back to the tasks queue")
+    redrive.add_argument("--peek", action="store_true", help="list what is there, move nothing")
+    redrive.add_argument(
+        "--include-invalid",
+        action="store_true",
+        help="move bodies that are not tasks too (they will dead-letter again)",
+    )
+    _common(redrive)
     export = sub.add_parser("export", help="merge a job's results into one file")
     export.add_argument("job_id")
     export.add_argument("--out", required=True, type=Path, help="output file")
@@ -223,7 +233,46 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "export": cmd_export}
+def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.follow import dead_letter_url
+    from producer.redrive import peek, redrive
+
+    sqs = client("sqs")
+    queue_url = _endpoints(settings, sqs).queue_url
+    dlq_url = dead_letter_url(sqs, queue_url)
+    if dlq_url is None:
+        print(f"producer: {queue_url} has no dead-letter queue (no RedrivePolicy)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.peek:
+        letters = peek(sqs, dlq_url)
+        for d in letters:
+            print(
+                json.dumps(
+                    {
+                        "message_id": d.message_id,
+                        "receives": d.receives,
+                        "problem": d.problem,
+                        "body": d.body[:300],
+                    }
+                )
+            )
+        print(f"{len(letters)} dead-lettered messages in {dlq_url}", file=sys.stderr)
+        return EXIT_OK
+    moved, left = redrive(sqs, dlq_url, queue_url, include_invalid=args.include_invalid)
+    print(
+        json.dumps(
+            {"moved": moved, "left_invalid": left, "queue": queue_url, "dead_letter_queue": dlq_url}
+        )
+    )
+    return EXIT_OK
+
+
+COMMANDS = {
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "export": cmd_export,
+    "redrive": cmd_redrive,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

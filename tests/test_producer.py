@@ -311,3 +311,17 @@ def test_a_deployed_stack_is_found_without_flags(s3, sqs, queues, capsys):
     assert code == 0 and out["results"] == "s3://pf-results/deployed/found/"
     (task,) = drain(sqs, queues.queue_url)
     assert task.results == "s3://pf-results/deployed"
+
+
+def test_redrive_moves_valid_tasks_back_and_leaves_invalid_bodies(s3, sqs, queues, capsys):
+    task = TaskMessage(job_id="j", task_id="t1", bucket=INPUT, keys=("a.jpg",), results=RESULTS_URI)
+    sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=task.to_body())
+    sqs.send_message(QueueUrl=queues.dlq_url, MessageBody="{broken")
+    code, out, err = run(capsys, "redrive", "--peek", "--queue-url", queues.queue_url)
+    assert code == 0 and "2 dead-lettered messages" in err
+    problems = sorted(str(json.loads(line)["problem"]) for line in out.splitlines())
+    assert problems[0] == "None" and "not JSON" in problems[1]
+
+    code, out, _ = run(capsys, "redrive", "--queue-url", queues.queue_url)
+    assert code == 0 and (out["moved"], out["left_invalid"]) == (1, 1)
+    assert drain(sqs, queues.queue_url) == [task]
