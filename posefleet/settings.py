@@ -112,3 +112,33 @@ def explain(error: ValidationError) -> str:
         name = ".".join(str(p) for p in e["loc"]) or "settings"
         parts.append(f"POSEFLEET_{name.upper()} ({name}): {e['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+class TrainingSettings(BaseSettings):
+    """Training defaults (the seed's): Adam, lr 1e-4, batch 32, up to 50 epochs, patience 10.
+    Environment prefix ``POSEFLEET_TRAIN_`` (e.g. ``POSEFLEET_TRAIN_EPOCHS``)."""
+
+    model_config = SettingsConfigDict(env_prefix="POSEFLEET_TRAIN_", frozen=True, extra="ignore")
+
+    arch: str = Field(default="resnet50", description="resnet18, resnet34, resnet50 or resnet101.")
+    pretrained: str | None = Field(
+        default=None,
+        description="Local file of ImageNet weights for the arch; none are downloaded.",
+    )
+    input_size: int = Field(default=224, ge=32)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=50, ge=1)
+    patience: int = Field(default=10, ge=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    flip: bool = Field(default=True, description="Horizontal flips, with the pose's mirror label.")
+    workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 means one per CPU.")
+    min_accuracy: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Publish refuses a model below this validation accuracy.",
+    )

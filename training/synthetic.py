@@ -73,20 +73,42 @@ def _rgb(rng: random.Random, lo: int = 0, hi: int = 255) -> tuple[int, int, int]
     return (rng.randint(lo, hi), rng.randint(lo, hi), rng.randint(lo, hi))
 
 
+def _luma(c: tuple[int, ...]) -> float:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+
+def _contrasting(rng: random.Random, against: float, lo: int, hi: int) -> tuple[int, int, int]:
+    """A random colour whose brightness differs from ``against`` by at least 70 (of 255),
+    as a photo's subject stands out from its background."""
+    for _ in range(100):
+        c = _rgb(rng, lo, hi)
+        if abs(_luma(c) - against) >= 70:
+            return c
+    return (250, 250, 250) if against < 128 else (20, 20, 20)
+
+
+def _near(rng: random.Random, base: tuple[int, int, int], spread: int) -> tuple[int, int, int]:
+    r, g, b = (max(0, min(255, v + rng.randint(-spread, spread))) for v in base)
+    return (r, g, b)
+
+
 def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     w, h = size
-    small = Image.new("RGB", (16, 16), _rgb(rng))
+    base = _rgb(rng)
+    small = Image.new("RGB", (16, 16), base)
     draw = ImageDraw.Draw(small)
-    for _ in range(rng.randint(2, 6)):
+    for _ in range(rng.randint(2, 6)):  # soft patches around the base colour
         x, y = rng.randint(0, 15), rng.randint(0, 15)
-        draw.rectangle((x, y, x + rng.randint(2, 8), y + rng.randint(2, 8)), fill=_rgb(rng))
+        draw.rectangle(
+            (x, y, x + rng.randint(2, 8), y + rng.randint(2, 8)), fill=_near(rng, base, 40)
+        )
     image = small.resize((w, h), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(0, 4)):  # clutter: furniture-ish blocks
+    for _ in range(rng.randint(0, 3)):  # clutter: furniture-ish blocks
         x, y = rng.randint(0, w), rng.randint(0, h)
         draw.rectangle(
             (x, y, x + rng.randint(w // 20, w // 5), y + rng.randint(h // 20, h // 5)),
-            fill=_rgb(rng),
+            fill=_near(rng, base, 60),
         )
     return image
 
@@ -103,7 +125,8 @@ def render_pose(pose_id: str, size: tuple[int, int], rng: random.Random) -> Imag
     tilt = math.radians(rng.uniform(-7, 7))
     mirror = -1 if g.flippable and rng.random() < 0.5 else 1
     facing = g.facing * mirror
-    skin, cloth = _rgb(rng, 60, 240), _rgb(rng)
+    background = _luma(image.resize((1, 1)).getpixel((0, 0)))
+    skin, cloth = _contrasting(rng, background, 40, 250), _rgb(rng)
     limb = unit * rng.uniform(0.04, 0.055)
     torso_w = TORSO[g.view] * rng.uniform(0.9, 1.15)
     arm_len, fore_len = 0.16 * rng.uniform(0.92, 1.08), 0.15 * rng.uniform(0.92, 1.08)
@@ -155,8 +178,17 @@ def render_pose(pose_id: str, size: tuple[int, int], rng: random.Random) -> Imag
         [pt(hips[0][0], 0.0), pt(hips[1][0], 0.0), pt(hips[1][0], 0.12), pt(hips[0][0], 0.12)],
         fill=cloth,
     )
-    if g.view == "back":  # spine
-        line((0, -0.3), (0, 0.02), limb * 0.35, tuple(max(0, c - 50) for c in skin))
+    shade = tuple(max(0, c - 70) for c in skin)
+    if g.view == "back":  # spine and shoulder blades
+        line((0, -0.31), (0, 0.02), limb * 0.5, shade)
+        for sx in (-1, 1):
+            line((sx * torso_w * 0.25, -0.27), (sx * torso_w * 0.7, -0.17), limb * 0.45, shade)
+    elif g.view == "front":  # chest line and navel
+        line((-torso_w * 0.8, -0.2), (0, -0.15), limb * 0.45, shade)
+        line((torso_w * 0.8, -0.2), (0, -0.15), limb * 0.45, shade)
+        nx, ny = pt(0, -0.03)
+        nr = limb * 0.45
+        draw.ellipse((nx - nr, ny - nr, nx + nr, ny + nr), fill=shade)
     # arms
     for i, (shoulder, (upper, bend)) in enumerate(zip(shoulders, g.arms, strict=True)):
         side = sides[i]
