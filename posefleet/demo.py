@@ -73,20 +73,45 @@ def upload_photos(s3: object, count: int, seed: int) -> dict[str, str]:
     return labels
 
 
-def make_checkpoint(path: Path) -> tuple[str, bool]:
-    """A trained checkpoint if training has left one in .demo/, else a fresh ResNet50."""
-    trained = WORK / "trained.pt"
-    if trained.exists():
+def train_demo_model(target: Path) -> None:
+    """ResNet18 on 2,200 synthetic photos at 96 px: a few minutes on two cores, once."""
+    from posefleet.settings import TrainingSettings
+    from training.data import LabelledImage
+    from training.synthetic import generate
+    from training.train import run_training
+
+    data = WORK / "train-data"
+    items = []
+    sizes = ((160, 120), (120, 160), (200, 150))
+    for i, photo in enumerate(generate(11 * 200, seed=1001, sizes=sizes)):
+        path = data / photo.pose_id / f"{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(photo.data)
+        items.append(LabelledImage(path, photo.pose_id))
+    settings = TrainingSettings(
+        arch="resnet18", input_size=96, lr=1e-3, epochs=8, patience=3, seed=0
+    )
+    run_training(items, settings, target, say=say, progress=sys.stderr.isatty())
+
+
+def make_checkpoint(path: Path, kind: str) -> tuple[str, bool]:
+    """A model trained on synthetic photos (trained once, cached in .demo/), or an untrained one."""
+    if kind == "trained":
+        trained = WORK / "trained.pt"
+        if not trained.exists():
+            say("training a ResNet18 on 2,200 synthetic photos (once; cached in .demo/trained.pt)")
+            train_demo_model(trained)
         path.write_bytes(trained.read_bytes())
-        return "trained on synthetic photos (.demo/trained.pt)", True
+        return "a ResNet18 trained on synthetic photos (.demo/trained.pt)", True
     from mappings import ClassMapping
     from posefleet.checkpoint import build_model, save_checkpoint
 
+    mapping = ClassMapping.for_poses()
     save_checkpoint(
         path,
-        model=build_model("resnet50", len(ClassMapping.for_poses().classes)),
+        model=build_model("resnet50", len(mapping.classes)),
         arch="resnet50",
-        class_mapping=ClassMapping.for_poses(),
+        class_mapping=mapping,
         metrics={"note": "untrained"},
     )
     return "a FRESHLY INITIALISED ResNet50 (untrained: predictions are arbitrary)", False
@@ -114,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--model",
+        choices=("trained", "untrained"),
+        default="trained",
+        help="trained: a model trained on synthetic photos (cached); untrained: a fresh ResNet50",
+    )
     args = p.parse_args(argv)
 
     WORK.mkdir(exist_ok=True)
@@ -131,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = upload_photos(s3, args.images, args.seed)
 
         checkpoint = WORK / "model.pt"
-        described, trained = make_checkpoint(checkpoint)
+        described, trained = make_checkpoint(checkpoint, args.model)
         model_uri = publish(s3, checkpoint)
         say(f"model: {described}, published as {model_uri}")
 

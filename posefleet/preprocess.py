@@ -127,7 +127,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, input_size: int = 224, max_pixels: int = 60_000_000
+    data: bytes, *, input_size: int = 224, max_pixels: int = 60_000_000, draft: bool = True
 ) -> DecodedImage:
     """Bytes -> ``uint8`` tensor ``(3, input_size, input_size)``; raises :class:`ImageError`."""
     im = _open(data)
@@ -140,7 +140,7 @@ def decode_image(
     try:
         orientation = im.getexif().get(0x0112, 1)
         shown = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-        if im.format in ("JPEG", "MPO"):
+        if draft and im.format in ("JPEG", "MPO"):
             im.draft("RGB", (input_size, input_size))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency and EXIF chatter

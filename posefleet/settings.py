@@ -90,6 +90,9 @@ class WorkerSettings(CommonSettings):
         le=43200,
         description="Visibility given to a task abandoned on a transient fault (S3 down, ...).",
     )
+    jpeg_draft: bool = Field(
+        default=True, description="Decode JPEGs at a reduced DCT scale (off: full decode, slower)."
+    )
     max_image_bytes: int = Field(default=40 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=60_000_000, ge=1)
     s3_max_attempts: int = Field(default=5, ge=1, le=20)

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/ --job-id nov --skip-done --wait
   python -m producer status nov
   python -m producer export nov --out nov.csv
+  python -m producer report nov --out nov.html    # charts and galleries, opens offline
   python -m producer redrive --peek              # what is in the dead-letter queue, and why
   python -m producer redrive                     # move the tasks back once the cause is fixed
 """
@@ -81,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--wait", action="store_true", help="follow until complete")
     status.add_argument("--timeout", type=float)
     _common(status)
+    report = sub.add_parser("report", help="write a self-contained HTML report of a job")
+    report.add_argument("job_id")
+    report.add_argument("--out", required=True, type=Path, help="output .html file")
+    report.add_argument(
+        "--per-pose", type=int, default=24, help="thumbnails per pose (least confident)"
+    )
+    _common(report)
     redrive = sub.add_parser("redrive", help="move dead-lettered tasks back to the tasks queue")
     redrive.add_argument("--peek", action="store_true", help="list what is there, move nothing")
     redrive.add_argument(
@@ -233,6 +241,21 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.report import fetcher, render_report
+    from producer.results import iter_results, read_manifest
+
+    s3 = client("s3")
+    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
+    read_manifest(s3, location, args.job_id)
+    lines = list(iter_results(s3, location, args.job_id))
+    page = render_report(args.job_id, lines, fetcher(s3), per_pose=args.per_pose)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page)
+    print(json.dumps({"out": str(args.out), "images": len(lines), "bytes": len(page)}))
+    return EXIT_OK
+
+
 def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.follow import dead_letter_url
     from producer.redrive import peek, redrive
@@ -272,6 +295,7 @@ COMMANDS = {
     "status": cmd_status,
     "export": cmd_export,
     "redrive": cmd_redrive,
+    "report": cmd_report,
 }
 
 

@@ -174,12 +174,14 @@ class Worker:
             t.join(timeout=30)
         self.protection.set(False)
         self.metrics.flush()
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        peak_mib = usage.ru_maxrss / 1024  # Linux: KiB
         log.info(
             "worker_stopped",
             reason=reason,
             released_at_stop=released,
             peak_rss_mib=round(peak_mib),
+            cpu_seconds=round(usage.ru_utime + usage.ru_stime, 2),
             **dict(self.stats),
         )
 
@@ -292,6 +294,7 @@ class Worker:
                 data,
                 input_size=self.classifier.spec.input_size,
                 max_pixels=self.settings.max_image_pixels,
+                draft=self.settings.jpeg_draft,
             )
         except ImageError as e:
             self._image_failed(state, index, e)

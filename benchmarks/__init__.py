@@ -1,0 +1,1 @@
+"""``make bench``: posefleet against the seed Lambda's way, in one run (docs/benchmarks.md)."""

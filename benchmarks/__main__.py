@@ -1,0 +1,347 @@
+"""``python -m benchmarks`` (``make bench``): one run, one machine, every figure against a baseline
+measured in the same run.
+
+1. A corpus of photo-like JPEGs (4032x3024 and 3024x4032 phone photos, 1080p, smaller) goes into
+   moto's server.
+2. The baseline (``benchmarks/baseline.py``) classifies it the seed Lambda's way.
+3. The real producer and one real worker process classify it, with JPEG draft decoding on (the
+   default) and off (the before figure for that optimisation).
+4. The model alone, on random input at the worker's batch size, gives the ceiling.
+
+Prints the table and writes it into docs/benchmarks.md between the bench markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.baseline import run_baseline
+from mappings import ClassMapping
+from posefleet.aws import client
+from posefleet.checkpoint import build_model, load_checkpoint, save_checkpoint
+from posefleet.layout import ResultsLocation
+from posefleet.local import LocalAWS, bootstrap
+from posefleet.result import load_lines
+from training.synthetic import encode, render_pose
+from worker.cpus import available_cpus
+from worker.model import Classifier
+
+OUT = Path("bench-out")
+DOC = Path("docs/benchmarks.md")
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SIZES = (
+    (4032, 3024),
+    (3024, 4032),
+    (1920, 1080),
+    (1080, 1920),
+    (1280, 960),
+    (800, 1000),
+    (640, 480),
+)
+WEIGHTS = (2, 2, 1.5, 1.5, 1, 1, 1)  # about 40% phone photos
+
+
+def corpus(count: int, seed: int) -> dict[str, bytes]:
+    cache = OUT / f"corpus-{count}-{seed}"
+    if not cache.exists():
+        rng = random.Random(seed)
+        tmp = cache.with_suffix(".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        poses = list(ClassMapping.for_poses().classes)
+        for i in range(count):
+            size = rng.choices(SIZES, WEIGHTS)[0]
+            (tmp / f"{i:05d}-{size[0]}x{size[1]}.jpg").write_bytes(
+                encode(render_pose(poses[i % len(poses)], size, rng), rng)
+            )
+        tmp.rename(cache)
+    return {f"bench/{p.name}": p.read_bytes() for p in sorted(cache.iterdir())}
+
+
+def model_file(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    target = OUT / "resnet50-seed0.pt"
+    if not target.exists():
+        torch.manual_seed(0)
+        mapping = ClassMapping.for_poses()
+        save_checkpoint(
+            target,
+            model=build_model("resnet50", len(mapping.classes)),
+            arch="resnet50",
+            class_mapping=mapping,
+        )
+    return target
+
+
+def ceiling(checkpoint: Path, batch: int, *, channels_last: bool = True, rounds: int = 6) -> float:
+    clf = Classifier.from_file(checkpoint, device="cpu", threads=available_cpus())
+    if not channels_last:
+        clf.model = clf.model.to(memory_format=torch.contiguous_format)
+        clf.predict = _contiguous_predict(clf)
+    images = [
+        torch.randint(0, 256, (3, clf.spec.input_size, clf.spec.input_size), dtype=torch.uint8)
+        for _ in range(batch)
+    ]
+    clf.predict(images)  # warm up
+    started = time.perf_counter()
+    for _ in range(rounds):
+        clf.predict(images)
+    return batch * rounds / (time.perf_counter() - started)
+
+
+def _contiguous_predict(clf: Classifier) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """The "before" of channels_last: the same model in the default memory format."""
+    from posefleet.preprocess import normalize
+
+    @torch.inference_mode()
+    def predict(images: list[torch.Tensor]) -> torch.Tensor:
+        return torch.softmax(clf.model(normalize(torch.stack(images), clf.spec)), dim=1)
+
+    return predict
+
+
+def run_posefleet(
+    aws: LocalAWS,
+    s3: Any,
+    sqs: Any,
+    keys: list[str],
+    model: Path,
+    *,
+    label: str,
+    batch: int,
+    draft: bool,
+) -> dict:
+    suffix = f"{label}-{int(time.time())}"
+    queues = bootstrap(
+        s3, sqs, buckets=(), queue_name=f"bench-{suffix}", dlq_name=f"bench-dlq-{suffix}"
+    )
+    results = f"s3://bench-results/{suffix}"
+    env = {
+        **os.environ,
+        **aws.env(),
+        "POSEFLEET_QUEUE_URL": queues.queue_url,
+        "POSEFLEET_RESULTS": results,
+        "POSEFLEET_MODEL": str(model),
+        "POSEFLEET_BATCH_SIZE": str(batch),
+        "POSEFLEET_WAIT_TIME_SECONDS": "1",
+        "POSEFLEET_JPEG_DRAFT": "true" if draft else "false",
+    }
+    log, out = OUT / f"worker-{label}.err", OUT / f"worker-{label}.out"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker"], env=env, stdout=out.open("wb"), stderr=log.open("wb")
+    )
+    try:
+        while '"worker_started"' not in log.read_text():
+            if worker.poll() is not None:
+                raise RuntimeError(log.read_text()[-2000:])
+            time.sleep(0.1)
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "producer",
+                "--bucket",
+                "bench-input",
+                "--prefix",
+                "bench/",
+                "--job-id",
+                "bench",
+                "--task-size",
+                "10",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        location = ResultsLocation.parse(results)
+        tasks = -(-len(keys) // 10)
+        while (
+            s3.list_objects_v2(Bucket=location.bucket, Prefix=location.tasks_prefix("bench")).get(
+                "KeyCount", 0
+            )
+            < tasks
+        ):
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=120)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    stopped = next(e for e in events if e["event"] == "worker_stopped")
+    stage_ms: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        doc = json.loads(line)
+        if "StageTime" in doc:
+            values = doc["StageTime"] if isinstance(doc["StageTime"], list) else [doc["StageTime"]]
+            stage_ms[doc["Stage"]] = stage_ms.get(doc["Stage"], 0.0) + sum(values)
+    predictions = {}
+    for obj in s3.list_objects_v2(Bucket=location.bucket, Prefix=location.tasks_prefix("bench"))[
+        "Contents"
+    ]:
+        for line in load_lines(
+            s3.get_object(Bucket=location.bucket, Key=obj["Key"])["Body"].read()
+        ):
+            predictions[line.key] = line.predicted_class_index
+    return {
+        "seconds": seconds,
+        "predictions": predictions,
+        "stage_ms": stage_ms,
+        "cpu_seconds": stopped["cpu_seconds"],
+        "peak_rss_mib": stopped["peak_rss_mib"],
+    }
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {available_cpus()} CPUs available, {system}, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=120)
+    p.add_argument("--model", help="checkpoint to serve (default: a seeded, untrained ResNet50)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument(
+        "--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md"
+    )
+    args = p.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    model = model_file(args.model)
+    files = corpus(args.images, args.seed)
+    keys = sorted(files)
+    phone = sum(1 for k in keys if "4032" in k)
+    with LocalAWS(log_file=OUT / "moto.log") as aws:
+        aws.apply_env()
+        s3, sqs = client("s3"), client("sqs")
+        bootstrap(s3, sqs, buckets=("bench-input", "bench-results"))
+        for key, data in files.items():
+            s3.put_object(Bucket="bench-input", Key=key, Body=data)
+        print(
+            f"corpus: {len(keys)} JPEGs ({phone} phone photos at 12 MP), "
+            f"{sum(map(len, files.values())) / 1e6:.0f} MB",
+            file=sys.stderr,
+        )
+        torch.set_num_threads(available_cpus())
+        base_s, base_pred = run_baseline(s3, "bench-input", keys, load_checkpoint(model))
+        print(f"baseline: {len(keys) / base_s:.2f} img/s", file=sys.stderr)
+        fast = run_posefleet(
+            aws, s3, sqs, keys, model, label="draft", batch=args.batch_size, draft=True
+        )
+        print(f"posefleet: {len(keys) / fast['seconds']:.2f} img/s", file=sys.stderr)
+        full = run_posefleet(
+            aws, s3, sqs, keys, model, label="nodraft", batch=args.batch_size, draft=False
+        )
+        print(f"posefleet without draft: {len(keys) / full['seconds']:.2f} img/s", file=sys.stderr)
+    top = ceiling(model, args.batch_size)
+    top_contiguous = ceiling(model, args.batch_size, channels_last=False)
+    n = len(keys)
+    base_rate, fast_rate, full_rate = n / base_s, n / fast["seconds"], n / full["seconds"]
+    agree = sum(base_pred[k] == fast["predictions"].get(k) for k in keys) / n
+    agree_full = sum(base_pred[k] == full["predictions"].get(k) for k in keys) / n
+    cpus = available_cpus()
+    ckpt = load_checkpoint(model)
+    rows = [
+        ("seed-style baseline (download, full decode, batch of 1)", base_rate, 1.0, "-", "-"),
+        (
+            "posefleet worker, JPEG draft off (before)",
+            full_rate,
+            full_rate / base_rate,
+            f"{full['cpu_seconds'] / full['seconds'] / cpus:.0%}",
+            f"{full['peak_rss_mib']} MiB",
+        ),
+        (
+            "posefleet worker, JPEG draft on (default)",
+            fast_rate,
+            fast_rate / base_rate,
+            f"{fast['cpu_seconds'] / fast['seconds'] / cpus:.0%}",
+            f"{fast['peak_rss_mib']} MiB",
+        ),
+        (
+            f"model alone, batch {args.batch_size}, channels_last off",
+            top_contiguous,
+            top_contiguous / base_rate,
+            "-",
+            "-",
+        ),
+        (
+            f"model alone, batch {args.batch_size}, channels_last on (ceiling)",
+            top,
+            top / base_rate,
+            "-",
+            "-",
+        ),
+    ]
+    stages = " | ".join(
+        f"{s} {fast['stage_ms'].get(s, 0) / n:.0f}" for s in ("fetch", "decode", "infer", "write")
+    )
+    stages_full = " | ".join(
+        f"{s} {full['stage_ms'].get(s, 0) / n:.0f}" for s in ("fetch", "decode", "infer", "write")
+    )
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        f"Corpus: {n} synthetic photo JPEGs, {phone} of them 12 MP phone photos; model {ckpt.arch} "
+        f"({ckpt.version}, {'untrained, seeded' if not args.model else model.name}), "
+        f"input {ckpt.preprocess.input_size} px.",
+        "",
+        "| run | images/s | vs baseline | worker CPU use | worker peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f}x | {r[3]} | {r[4]} |" for r in rows),
+        "",
+        f"- End to end / ceiling (same backend, batch {args.batch_size}): "
+        f"**{fast_rate / top:.0%}**.",
+        f"- Top-1 agreement with the baseline: {agree:.1%} with draft decoding, "
+        f"{agree_full:.1%} without.",
+        "- Worker time per image by stage, ms (summed over threads, so stages overlap): "
+        f"draft on: {stages}; "
+        f"draft off: {stages_full}.",
+        f"- Baseline: {base_s / n * 1000:.0f} ms per image.",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_doc and DOC.exists():
+        text = DOC.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            DOC.write_text(head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+    (OUT / "last.json").write_text(
+        json.dumps(
+            {
+                "baseline": base_rate,
+                "posefleet": fast_rate,
+                "nodraft": full_rate,
+                "ceiling": top,
+                "agreement": agree,
+                "images": n,
+                "peak_rss_mib": fast["peak_rss_mib"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
