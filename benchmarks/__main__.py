@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from benchmarks.baseline import run_baseline
 from mappings import ClassMapping
@@ -54,8 +56,16 @@ SIZES = (
 WEIGHTS = (2, 2, 1.5, 1.5, 1, 1, 1)  # about 40% phone photos
 
 
+def photo_like(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Sensor noise, so the JPEG carries what a phone photo does (2-5 MB at 12 MP, not 200 KB)."""
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, 7, (image.height, image.width, 3))
+    return Image.fromarray(
+        np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    )
+
+
 def corpus(count: int, seed: int) -> dict[str, bytes]:
-    cache = OUT / f"corpus-{count}-{seed}"
+    cache = OUT / f"corpus-v2-{count}-{seed}"
     if not cache.exists():
         rng = random.Random(seed)
         tmp = cache.with_suffix(".tmp")
@@ -63,9 +73,8 @@ def corpus(count: int, seed: int) -> dict[str, bytes]:
         poses = list(ClassMapping.for_poses().classes)
         for i in range(count):
             size = rng.choices(SIZES, WEIGHTS)[0]
-            (tmp / f"{i:05d}-{size[0]}x{size[1]}.jpg").write_bytes(
-                encode(render_pose(poses[i % len(poses)], size, rng), rng)
-            )
+            image = photo_like(render_pose(poses[i % len(poses)], size, rng), rng)
+            (tmp / f"{i:05d}-{size[0]}x{size[1]}.jpg").write_bytes(encode(image, rng))
         tmp.rename(cache)
     return {f"bench/{p.name}": p.read_bytes() for p in sorted(cache.iterdir())}
 
@@ -86,8 +95,15 @@ def model_file(path: str | None) -> Path:
     return target
 
 
-def ceiling(checkpoint: Path, batch: int, *, channels_last: bool = True, rounds: int = 6) -> float:
-    clf = Classifier.from_file(checkpoint, device="cpu", threads=available_cpus())
+def ceiling(
+    checkpoint: Path,
+    batch: int,
+    *,
+    channels_last: bool = True,
+    rounds: int = 6,
+    backend: str = "torch",
+) -> float:
+    clf = Classifier.from_file(checkpoint, device="cpu", threads=available_cpus(), backend=backend)
     if not channels_last:
         clf.model = clf.model.to(memory_format=torch.contiguous_format)
         clf.predict = _contiguous_predict(clf)
@@ -113,6 +129,27 @@ def _contiguous_predict(clf: Classifier) -> Callable[[list[torch.Tensor]], torch
     return predict
 
 
+STAGES = ("fetch", "decode", "infer", "write")
+RUN_TITLES = {
+    "nodraft": "posefleet (torch, no draft)",
+    "draft": "posefleet (torch)",
+    "openvino": "posefleet (OpenVINO)",
+}
+VARIANTS = (("nodraft", False, "torch"), ("draft", True, "torch"), ("openvino", True, "openvino"))
+
+try:
+    import openvino  # noqa: F401
+
+    HAVE_OPENVINO = True
+except ImportError:
+    HAVE_OPENVINO = False
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_posefleet(
     aws: LocalAWS,
     s3: Any,
@@ -123,6 +160,7 @@ def run_posefleet(
     label: str,
     batch: int,
     draft: bool,
+    backend: str = "torch",
 ) -> dict:
     suffix = f"{label}-{int(time.time())}"
     queues = bootstrap(
@@ -138,6 +176,7 @@ def run_posefleet(
         "POSEFLEET_BATCH_SIZE": str(batch),
         "POSEFLEET_WAIT_TIME_SECONDS": "1",
         "POSEFLEET_JPEG_DRAFT": "true" if draft else "false",
+        "POSEFLEET_BACKEND": backend,
     }
     log, out = OUT / f"worker-{label}.err", OUT / f"worker-{label}.out"
     worker = subprocess.Popen(
@@ -205,6 +244,56 @@ def run_posefleet(
     }
 
 
+# Public on-demand prices, us-east-1, as AWS published them in 2025 (check the pricing pages).
+FARGATE_VCPU_HOUR, FARGATE_GB_HOUR = 0.04048, 0.004445
+LAMBDA_GB_SECOND, LAMBDA_PER_MILLION = 0.0000166667, 0.20
+S3_GET_PER_1000, S3_PUT_PER_1000, SQS_PER_MILLION = 0.0004, 0.005, 0.40
+G5_XLARGE_HOUR = 1.006
+
+
+def cost_lines(
+    rates: dict[str, float], baseline_seconds_per_image: float, task_size: int = 20
+) -> list[str]:
+    """Cost of one million images, from the measured rates (2 vCPUs, like a 2 vCPU / 4 GB task)."""
+    task_hour = 2 * FARGATE_VCPU_HOUR + 4 * FARGATE_GB_HOUR
+    requests = 1e6 * S3_GET_PER_1000 / 1000 + 1e6 / task_size * S3_PUT_PER_1000 / 1000
+    sqs = 1e6 / task_size * 3 * SQS_PER_MILLION / 1e6  # send/10 + receive + delete/10 + heartbeats
+    gets = 1e6 * S3_GET_PER_1000 / 1000
+    lam = 1e6 * baseline_seconds_per_image * (3008 / 1024) * LAMBDA_GB_SECOND + LAMBDA_PER_MILLION
+    rows = []
+    for title, rate in rates.items():
+        fargate = 1e6 / rate / 3600 * task_hour
+        rows += [
+            f"| {title} on Fargate, 2 vCPU / 4 GB, {rate:.2f} img/s a task | ${fargate:.2f} | "
+            f"${requests + sqs:.2f} | ${fargate + requests + sqs:.2f} |",
+            f"| the same on Fargate Spot (about 70% off compute, varies) | ${fargate * 0.3:.2f} | "
+            f"${requests + sqs:.2f} | ${fargate * 0.3 + requests + sqs:.2f} |",
+        ]
+    return [
+        "",
+        "### Cost of one million images",
+        "",
+        "From the throughput above, at on-demand prices (us-east-1, as published in 2025: Fargate "
+        f"${FARGATE_VCPU_HOUR}/vCPU-hour and ${FARGATE_GB_HOUR}/GB-hour; "
+        f"Lambda ${LAMBDA_GB_SECOND}/GB-s "
+        f"and ${LAMBDA_PER_MILLION}/million requests; S3 ${S3_GET_PER_1000}/1,000 GET and "
+        f"${S3_PUT_PER_1000}/1,000 PUT; SQS ${SQS_PER_MILLION}/million requests; g5.xlarge "
+        f"${G5_XLARGE_HOUR}/hour):",
+        "",
+        "| | compute | S3 + SQS requests | total |",
+        "| --- | ---: | ---: | ---: |",
+        *rows,
+        f"| seed Lambda, 3008 MB, {baseline_seconds_per_image:.2f} s an image "
+        "(the baseline's time) | "
+        f"${lam:.2f} | ${gets:.2f} | ${lam + gets:.2f} |",
+        "",
+        "A GPU worker was not measured in this run (no GPU here). On a g5.xlarge at "
+        f"${G5_XLARGE_HOUR}/hour, one million images cost ${G5_XLARGE_HOUR:.3f} x 1e6 / (3600 x R) "
+        "for a measured R images/s; at R = 500 that is "
+        f"${G5_XLARGE_HOUR * 1e6 / 3600 / 500:.2f} plus the same requests.",
+    ]
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -247,58 +336,85 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(available_cpus())
         base_s, base_pred = run_baseline(s3, "bench-input", keys, load_checkpoint(model))
         print(f"baseline: {len(keys) / base_s:.2f} img/s", file=sys.stderr)
-        fast = run_posefleet(
-            aws, s3, sqs, keys, model, label="draft", batch=args.batch_size, draft=True
-        )
-        print(f"posefleet: {len(keys) / fast['seconds']:.2f} img/s", file=sys.stderr)
-        full = run_posefleet(
-            aws, s3, sqs, keys, model, label="nodraft", batch=args.batch_size, draft=False
-        )
-        print(f"posefleet without draft: {len(keys) / full['seconds']:.2f} img/s", file=sys.stderr)
-    top = ceiling(model, args.batch_size)
-    top_contiguous = ceiling(model, args.batch_size, channels_last=False)
+        runs: dict[str, dict] = {}
+        for label, draft, backend in VARIANTS:
+            if backend == "openvino" and not HAVE_OPENVINO:
+                continue
+            moto_before = process_cpu_seconds(aws.process.pid)
+            runs[label] = run_posefleet(
+                aws,
+                s3,
+                sqs,
+                keys,
+                model,
+                label=label,
+                batch=args.batch_size,
+                draft=draft,
+                backend=backend,
+            )
+            runs[label]["moto_cpu_seconds"] = process_cpu_seconds(aws.process.pid) - moto_before
+            print(
+                f"posefleet {label}: {len(keys) / runs[label]['seconds']:.2f} img/s",
+                file=sys.stderr,
+            )
+    ceilings = {
+        "torch": ceiling(model, args.batch_size),
+        "torch-contiguous": ceiling(model, args.batch_size, channels_last=False),
+    }
+    if HAVE_OPENVINO:
+        ceilings["openvino"] = ceiling(model, args.batch_size, backend="openvino")
     n = len(keys)
-    base_rate, fast_rate, full_rate = n / base_s, n / fast["seconds"], n / full["seconds"]
-    agree = sum(base_pred[k] == fast["predictions"].get(k) for k in keys) / n
-    agree_full = sum(base_pred[k] == full["predictions"].get(k) for k in keys) / n
     cpus = available_cpus()
+    base_rate = n / base_s
+    fast, full = runs["draft"], runs["nodraft"]
+    fast_rate = n / fast["seconds"]
+    agree = {
+        label: sum(base_pred[k] == r["predictions"].get(k) for k in keys) / n
+        for label, r in runs.items()
+    }
     ckpt = load_checkpoint(model)
+
+    def worker_row(title: str, r: dict) -> tuple[str, float, float, str, str]:
+        rate = n / r["seconds"]
+        use = r["cpu_seconds"] / r["seconds"] / cpus
+        moto = r["moto_cpu_seconds"] / r["seconds"] / cpus
+        return (
+            title,
+            rate,
+            rate / base_rate,
+            f"{use:.0%} (moto {moto:.0%})",
+            f"{r['peak_rss_mib']} MiB",
+        )
+
+    def model_row(title: str, rate: float) -> tuple[str, float, float, str, str]:
+        return (title, rate, rate / base_rate, "-", "-")
+
+    b = args.batch_size
     rows = [
-        ("seed-style baseline (download, full decode, batch of 1)", base_rate, 1.0, "-", "-"),
-        (
-            "posefleet worker, JPEG draft off (before)",
-            full_rate,
-            full_rate / base_rate,
-            f"{full['cpu_seconds'] / full['seconds'] / cpus:.0%}",
-            f"{full['peak_rss_mib']} MiB",
+        model_row("seed-style baseline (download, full decode, batch of 1)", base_rate),
+        worker_row("posefleet worker, JPEG draft off (before)", full),
+        worker_row("posefleet worker, JPEG draft on (default)", fast),
+        *(
+            [worker_row("posefleet worker, draft on, OpenVINO backend", runs["openvino"])]
+            if "openvino" in runs
+            else []
         ),
-        (
-            "posefleet worker, JPEG draft on (default)",
-            fast_rate,
-            fast_rate / base_rate,
-            f"{fast['cpu_seconds'] / fast['seconds'] / cpus:.0%}",
-            f"{fast['peak_rss_mib']} MiB",
-        ),
-        (
-            f"model alone, batch {args.batch_size}, channels_last off",
-            top_contiguous,
-            top_contiguous / base_rate,
-            "-",
-            "-",
-        ),
-        (
-            f"model alone, batch {args.batch_size}, channels_last on (ceiling)",
-            top,
-            top / base_rate,
-            "-",
-            "-",
+        model_row(f"model alone, batch {b}, channels_last off", ceilings["torch-contiguous"]),
+        model_row(f"model alone, batch {b}, channels_last on (torch ceiling)", ceilings["torch"]),
+        *(
+            [
+                model_row(
+                    f"model alone, batch {b}, OpenVINO (openvino ceiling)", ceilings["openvino"]
+                )
+            ]
+            if "openvino" in ceilings
+            else []
         ),
     ]
-    stages = " | ".join(
-        f"{s} {fast['stage_ms'].get(s, 0) / n:.0f}" for s in ("fetch", "decode", "infer", "write")
-    )
-    stages_full = " | ".join(
-        f"{s} {full['stage_ms'].get(s, 0) / n:.0f}" for s in ("fetch", "decode", "infer", "write")
+    top = ceilings["torch"]
+    stages = "; ".join(
+        f"{label}: " + " | ".join(f"{s} {r['stage_ms'].get(s, 0) / n:.0f}" for s in STAGES)
+        for label, r in runs.items()
     )
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
@@ -311,13 +427,26 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f}x | {r[3]} | {r[4]} |" for r in rows),
         "",
         f"- End to end / ceiling (same backend, batch {args.batch_size}): "
-        f"**{fast_rate / top:.0%}**.",
-        f"- Top-1 agreement with the baseline: {agree:.1%} with draft decoding, "
-        f"{agree_full:.1%} without.",
-        "- Worker time per image by stage, ms (summed over threads, so stages overlap): "
-        f"draft on: {stages}; "
-        f"draft off: {stages_full}.",
+        f"**{fast_rate / top:.0%}** with torch"
+        + (
+            f", **{n / runs['openvino']['seconds'] / ceilings['openvino']:.0%}** with OpenVINO"
+            if "openvino" in runs
+            else ""
+        )
+        + ".",
+        "- Top-1 agreement with the baseline: "
+        + ", ".join(f"{label} {value:.1%}" for label, value in agree.items())
+        + ".",
+        f"- Worker time per image by stage, ms (summed over threads, so stages overlap): {stages}.",
         f"- Baseline: {base_s / n * 1000:.0f} ms per image.",
+        *cost_lines(
+            {
+                RUN_TITLES[label]: n / r["seconds"]
+                for label, r in runs.items()
+                if label != "nodraft"
+            },
+            base_s / n,
+        ),
     ]
     table = "\n".join(lines)
     print(table)
@@ -331,9 +460,10 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "baseline": base_rate,
                 "posefleet": fast_rate,
-                "nodraft": full_rate,
+                "runs": {label: n / r["seconds"] for label, r in runs.items()},
                 "ceiling": top,
                 "agreement": agree,
+                "ceilings": ceilings,
                 "images": n,
                 "peak_rss_mib": fast["peak_rss_mib"],
             },

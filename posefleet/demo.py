@@ -89,7 +89,7 @@ def train_demo_model(target: Path) -> None:
         path.write_bytes(photo.data)
         items.append(LabelledImage(path, photo.pose_id))
     settings = TrainingSettings(
-        arch="resnet18", input_size=96, lr=1e-3, epochs=8, patience=3, seed=0
+        arch="resnet18", input_size=96, lr=1e-3, lr_schedule="cosine", epochs=10, patience=4, seed=0
     )
     run_training(items, settings, target, say=say, progress=sys.stderr.isatty())
 

@@ -64,6 +64,12 @@ class WorkerSettings(CommonSettings):
     )
     model_cache_dir: str = Field(default="/tmp/posefleet-models")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    backend: str = Field(
+        default="torch",
+        pattern="^(torch|openvino)$",
+        description="torch, or openvino (CPU only; pip install 'posefleet[openvino]'): the same "
+        "model converted at start, faster on CPUs (docs/benchmarks.md).",
+    )
     batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_ms: int = Field(
         default=50, ge=0, description="How long a partly filled batch waits for more images."
@@ -131,6 +137,11 @@ class TrainingSettings(BaseSettings):
     input_size: int = Field(default=224, ge=32)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=1e-4, gt=0)
+    lr_schedule: str = Field(
+        default="constant",
+        pattern="^(constant|cosine)$",
+        description="constant, or cosine decay to 0.",
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     epochs: int = Field(default=50, ge=1)
     patience: int = Field(default=10, ge=1)

@@ -157,12 +157,19 @@ def fit(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+        if settings.lr_schedule == "cosine"
+        else None
+    )
     history, start = History(), 1
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if state_file and state_file.exists():
         saved = torch.load(state_file, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(saved["schedule"])
         best_state = saved["best_model"]
         history.best_epoch, history.best_val_acc = saved["best_epoch"], saved["best_val_acc"]
         history.rows = [EpochRow(**r) for r in saved["rows"]]
@@ -175,6 +182,8 @@ def fit(
             model, train_loader, optimizer, spec, desc=f"Epoch {epoch} [Train]", progress=progress
         )
         val_loss, val_acc = evaluate(model, val_loader, spec)
+        if schedule is not None:
+            schedule.step()
         if val_acc > history.best_val_acc:
             history.best_val_acc, history.best_epoch = val_acc, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -194,6 +203,7 @@ def fit(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict() if schedule is not None else {},
                     "best_model": best_state,
                     "best_epoch": history.best_epoch,
                     "best_val_acc": history.best_val_acc,

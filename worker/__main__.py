@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         device=settings.device,
         threads=torch_threads,
         expected_sha256=settings.model_sha256 or resolved.sha256,
+        backend=settings.backend,
     )
     metrics.observe(metric_names.MODEL_LOAD_TIME, classifier.load_seconds * 1000)
     log.info(
