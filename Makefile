@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench hadolint clean
+.PHONY: demo test lint format bench soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: lint hadolint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --images 1000
 
 clean:
 	rm -rf .demo bench-out .pytest_cache .ruff_cache

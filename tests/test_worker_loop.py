@@ -304,3 +304,75 @@ def test_shutdown_releases_unfinished_tasks_at_once(s3, sqs, queues, classifier)
     assert (1, 0) in spy.visibility_calls  # released with visibility 0
     again = sqs.receive_message(QueueUrl=queues.queue_url, WaitTimeSeconds=0)["Messages"]
     assert len(again) == 1  # visible again without waiting for the visibility timeout
+
+
+def test_every_bad_input_fails_alone_and_its_task_mate_succeeds(s3, sqs, queues, classifier):
+    from tests.images import bad_variants, good_variants
+
+    # Given one task per bad input, each with a good photo as its task-mate
+    limit = 5 * 1024 * 1024
+    bad = {name: data for name, (data, _) in bad_variants().items()}
+    bad["huge.jpg"] = b"\xff" * (limit + 1)  # refused from its size, before download
+    expected = {name: kind for name, (_, kind) in bad_variants().items()}
+    expected |= {"huge.jpg": "too_large", "gone.jpg": "not_found"}
+    good = list(good_variants().items())
+    tasks = {}
+    for i, name in enumerate(sorted(expected)):
+        if name in bad:
+            put(s3, f"bad/{name}", bad[name])
+        mate_name, mate = good[i % len(good)]
+        mate_key = put(s3, f"mates/{i}-{mate_name}", mate)
+        tasks[name] = send_task(
+            sqs, queues.queue_url, [f"bad/{name}", mate_key], task_id=f"{i:06d}-b"
+        )
+
+    # When the worker serves them
+    run_worker(s3, sqs, queues.queue_url, classifier, idle=2, max_image_bytes=limit, batch_size=16)
+
+    # Then each bad input has its stable kind, and its task-mate was classified
+    for name, task in tasks.items():
+        bad_line, mate_line = result(s3, task)
+        assert (bad_line.status, bad_line.error_kind) == ("error", expected[name]), name
+        assert bad_line.error_message
+        assert mate_line.status == "ok" and mate_line.model_version == classifier.version, name
+    assert depth(sqs, queues.queue_url) == 0
+
+
+def test_scale_in_protection_is_set_while_holding_work_and_cleared_when_idle():
+    import http.server
+    import threading as th
+
+    from worker.protection import ScaleInProtection
+
+    calls = []
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            calls.append(
+                (self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            )
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Agent)
+    thread = th.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        protection = ScaleInProtection(
+            f"http://127.0.0.1:{server.server_port}/v1", expires_minutes=30
+        )
+        protection.set(True)
+        protection.set(True)  # unchanged: no second call
+        protection.set(False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert calls == [
+        ("/v1/task-protection/v1/state", {"ProtectionEnabled": True, "ExpiresInMinutes": 30}),
+        ("/v1/task-protection/v1/state", {"ProtectionEnabled": False}),
+    ]
+    ScaleInProtection(None).set(True)  # off ECS: nothing to call, nothing raised
