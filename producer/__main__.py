@@ -99,9 +99,9 @@ def parser() -> argparse.ArgumentParser:
     _common(redrive)
     export = sub.add_parser("export", help="merge a job's results into one file")
     export.add_argument("job_id")
-    export.add_argument("--out", required=True, type=Path, help="output file")
+    export.add_argument("--out", required=True, help="a local file, or s3://bucket/key")
     export.add_argument(
-        "--format", choices=("csv", "jsonl"), help="default: from the file's extension"
+        "--format", choices=("csv", "jsonl", "parquet"), help="default: from the file's extension"
     )
     _common(export)
     return p
@@ -234,10 +234,18 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     s3 = client("s3")
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
     read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
-    fmt = args.format or args.out.suffix.lstrip(".").lower()
+    fmt = args.format or Path(args.out).suffix.lstrip(".").lower()
     lines = list(iter_results(s3, location, args.job_id))
-    n = export(lines, args.out, fmt)
-    print(json.dumps({"written": n, "out": str(args.out), **summarize(lines).as_dict()}, indent=2))
+    if args.out.startswith("s3://"):
+        import tempfile
+
+        bucket, _, key = args.out[5:].partition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            n = export(lines, Path(tmp) / Path(key).name, fmt)
+            s3.upload_file(str(Path(tmp) / Path(key).name), bucket, key)
+    else:
+        n = export(lines, Path(args.out), fmt)
+    print(json.dumps({"written": n, "out": args.out, **summarize(lines).as_dict()}, indent=2))
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "summarize",
     "write_csv",
     "write_jsonl",
+    "write_parquet",
 ]
 
 
@@ -174,10 +175,26 @@ def write_jsonl(lines: Iterable[ResultLine], out: IO[str]) -> int:
     return n
 
 
+def write_parquet(lines: Iterable[ResultLine], path: Path) -> int:
+    """One row per image, the CSV's columns (probabilities as a JSON string). Needs pyarrow."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ValueError("Parquet export needs pyarrow: pip install 'posefleet[parquet]'") from e
+    rows = [_row(line) for line in lines]
+    columns = {c: [r.get(c) for r in rows] for c in CSV_COLUMNS}
+    pq.write_table(pa.table(columns), path)
+    return len(rows)
+
+
 def export(lines: Iterable[ResultLine], path: Path, fmt: str) -> int:
+    """Write ``lines`` as csv, jsonl or parquet; S3 destinations are uploaded by the caller."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        return write_parquet(lines, path)
     writers = {"csv": write_csv, "jsonl": write_jsonl}
     if fmt not in writers:
-        raise ValueError(f"format must be one of {sorted(writers)}, got {fmt!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"format must be one of csv, jsonl or parquet, got {fmt!r}")
     with path.open("w", newline="") as out:
         return writers[fmt](lines, out)

@@ -206,6 +206,15 @@ def test_status_and_export_read_the_results_back(s3, sqs, queues, capsys, tmp_pa
         capsys, "export", "exp", "--results", RESULTS_URI, "--out", str(tmp_path / "r.jsonl")
     )
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 5
+    pq = pytest.importorskip("pyarrow.parquet")
+    code, out, _ = run(
+        capsys, "export", "exp", "--results", RESULTS_URI, "--out", "s3://pf-results/x/r.parquet"
+    )
+    assert code == 0 and out["written"] == 5
+    s3.download_file("pf-results", "x/r.parquet", str(tmp_path / "r.parquet"))
+    table = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert sorted(r["key"] for r in table) == [f"p/{i}.jpg" for i in range(5)]
+    assert {r["error_kind"] for r in table} == {None, "truncated"}
 
 
 def test_follow_finishes_when_every_task_has_a_result_and_fails_on_dead_letters(
