@@ -14,6 +14,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from posefleet.layout import Manifest, ResultsLocation
+from posefleet.result import load_lines
 from producer.results import JobProgress, read_progress
 
 __all__ = ["JobStalled", "dead_letter_url", "follow", "queue_depth"]
@@ -45,6 +46,21 @@ def queue_depth(sqs: Any, url: str) -> int:
     )
 
 
+class _Failures:
+    """Error lines in the tasks finished so far; each task's object is read once."""
+
+    def __init__(self, s3: Any, location: ResultsLocation, job_id: str) -> None:
+        self.s3, self.location, self.job_id = s3, location, job_id
+        self.per_task: dict[str, int] = {}
+
+    def count(self, done_ids: frozenset[str]) -> int:
+        for task_id in done_ids - self.per_task.keys():
+            key = self.location.task_key(self.job_id, task_id)
+            body = self.s3.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+            self.per_task[task_id] = sum(1 for line in load_lines(body) if line.status == "error")
+        return sum(self.per_task.values())
+
+
 def follow(
     s3: Any,
     sqs: Any,
@@ -72,6 +88,7 @@ def follow(
     )
     stalled_polls = 0
     progress = first
+    failures = _Failures(s3, location, manifest.job_id)
     try:
         while True:
             progress = read_progress(s3, location, manifest)
@@ -79,14 +96,18 @@ def follow(
             dead = queue_depth(sqs, dlq) if dlq else 0
             elapsed = time.monotonic() - started
             rate = (progress.images_done - first.images_done) / elapsed if elapsed > 0 else 0.0
+            failed = failures.count(progress.done_ids)
             bar.set_postfix(
-                tasks=f"{progress.tasks_done}/{progress.tasks_total}", dead=dead, refresh=False
+                tasks=f"{progress.tasks_done}/{progress.tasks_total}",
+                failed=failed,
+                dead=dead,
+                refresh=False,
             )
             if not interactive:
                 eta = (progress.images_total - progress.images_done) / rate if rate > 0 else None
                 print(
                     f"job {manifest.job_id}: "
-                    f"{progress.images_done}/{progress.images_total} images, "
+                    f"{progress.images_done}/{progress.images_total} images ({failed} failed), "
                     f"{progress.tasks_remaining} tasks remaining, {rate:.1f} img/s, "
                     f"eta {f'{eta:.0f}s' if eta is not None else '?'}, dead-letter {dead}",
                     file=stream,

@@ -53,6 +53,7 @@ class JobProgress:
     tasks_done: int
     images_total: int
     images_done: int
+    done_ids: frozenset[str] = frozenset()
 
     @property
     def tasks_remaining(self) -> int:
@@ -77,6 +78,7 @@ def read_progress(s3: Any, location: ResultsLocation, manifest: Manifest) -> Job
         tasks_done=len(done & set(manifest.task_ids)),
         images_total=manifest.images,
         images_done=images_done,
+        done_ids=frozenset(done & set(manifest.task_ids)),
     )
 
 

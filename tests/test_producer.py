@@ -229,7 +229,7 @@ def test_follow_finishes_when_every_task_has_a_result_and_fails_on_dead_letters(
     stream = io.StringIO()
     progress = follow(s3, sqs, LOC, manifest, interval=0.01, stream=stream)
     assert progress.complete and progress.images_done == 4
-    assert "4/4 images" in stream.getvalue()
+    assert "4/4 images (0 failed)" in stream.getvalue()
 
     s3.delete_object(Bucket=RESULTS, Key=tasks[0].result_key)
     sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=tasks[0].to_body())
