@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model")
     args = p.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    files = corpus(args.images, seed=5)
+    files = corpus(args.images, seed=5, noisy=False)  # dimensions, not noise, drive memory
     model = model_file(args.model)
     with LocalAWS(log_file=OUT / "soak-moto.log") as aws:
         aws.apply_env()

@@ -42,6 +42,7 @@ __all__ = [
     "file_version",
     "load_checkpoint",
     "save_checkpoint",
+    "save_initialised",
 ]
 
 FORMAT = "posefleet.checkpoint/1"
@@ -127,6 +128,21 @@ def save_checkpoint(
     torch.save(payload, tmp)
     tmp.replace(path)
     return file_version(path)
+
+
+def save_initialised(path: Path, *, arch: str = "resnet50", seed: int = 0) -> str:
+    """An untrained model over every canonical pose, initialised from ``seed``: for tests, the
+    demo's untrained mode and the benchmark, where what matters is a real network, not its skill."""
+    torch.manual_seed(seed)
+    mapping = ClassMapping.for_poses()
+    model = build_model(arch, len(mapping.classes))
+    return save_checkpoint(
+        path,
+        model=model,
+        arch=arch,
+        class_mapping=mapping,
+        metrics={"note": f"untrained, seed {seed}"},
+    )
 
 
 def _infer_arch(state: Mapping[str, torch.Tensor]) -> str:

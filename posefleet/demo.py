@@ -25,16 +25,7 @@ from posefleet.resources import DEFAULT_INPUT_BUCKET, DEFAULT_MODELS_BUCKET, DEF
 
 WORK = Path(".demo")
 PREFIX = "checkins/"
-SIZES = (
-    (4032, 3024),
-    (3024, 4032),
-    (1920, 1080),
-    (1080, 1920),
-    (1280, 960),
-    (800, 1000),
-    (640, 480),
-)
-SIZE_WEIGHTS = (1, 1, 2, 2, 4, 4, 4)
+SIZE_WEIGHTS = (1, 1, 2, 2, 4, 4, 4)  # over training.synthetic.PHOTO_SIZES: 2 in 18 at 12 MP
 
 
 def say(text: str) -> None:
@@ -43,14 +34,14 @@ def say(text: str) -> None:
 
 def upload_photos(s3: object, count: int, seed: int) -> dict[str, str]:
     """Generate and upload ``count`` photos plus two broken files; returns key -> pose id."""
-    from training.synthetic import POSE_GEOMETRY, encode, render_pose
+    from training.synthetic import PHOTO_SIZES, POSE_GEOMETRY, encode, render_pose
 
     rng = random.Random(seed)
     ids = list(POSE_GEOMETRY)
     labels: dict[str, str] = {}
     for i in range(count):
         pose_id = ids[i % len(ids)]
-        size = rng.choices(SIZES, SIZE_WEIGHTS)[0]
+        size = rng.choices(PHOTO_SIZES, SIZE_WEIGHTS)[0]
         key = f"{PREFIX}athlete-{i % 37:03d}/checkin-{i:05d}.jpg"
         s3.put_object(
             Bucket=DEFAULT_INPUT_BUCKET, Key=key, Body=encode(render_pose(pose_id, size, rng), rng)
@@ -103,17 +94,9 @@ def make_checkpoint(path: Path, kind: str) -> tuple[str, bool]:
             train_demo_model(trained)
         path.write_bytes(trained.read_bytes())
         return "a ResNet18 trained on synthetic photos (.demo/trained.pt)", True
-    from mappings import ClassMapping
-    from posefleet.checkpoint import build_model, save_checkpoint
+    from posefleet.checkpoint import save_initialised
 
-    mapping = ClassMapping.for_poses()
-    save_checkpoint(
-        path,
-        model=build_model("resnet50", len(mapping.classes)),
-        arch="resnet50",
-        class_mapping=mapping,
-        metrics={"note": "untrained"},
-    )
+    save_initialised(path)
     return "a FRESHLY INITIALISED ResNet50 (untrained: predictions are arbitrary)", False
 
 

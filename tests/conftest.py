@@ -8,11 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from mappings import ClassMapping
 from posefleet.aws import client
-from posefleet.checkpoint import build_model, save_checkpoint
+from posefleet.checkpoint import save_initialised
 from posefleet.local import LocalAWS, LocalQueues, bootstrap
 from posefleet.resources import QueueSpec
 from tests.processes import ProcessGroup
@@ -65,15 +63,8 @@ def queues(s3, sqs) -> LocalQueues:
 @pytest.fixture(scope="session")
 def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ResNet50 over every canonical pose, freshly initialised with a fixed seed."""
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    mapping = ClassMapping.for_poses()
-    save_checkpoint(
-        path,
-        model=build_model("resnet50", len(mapping.classes)),
-        arch="resnet50",
-        class_mapping=mapping,
-    )
+    save_initialised(path)
     return path
 
 

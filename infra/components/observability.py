@@ -154,6 +154,21 @@ def dashboard_body(
     }
 
 
+def _query(qid: str, namespace: str, metric: str, dimensions: Any, stat: str) -> dict:
+    """One metric of an alarm's metric math, at one-minute periods."""
+    return {
+        "id": qid,
+        "metric": {
+            "namespace": namespace,
+            "metric_name": metric,
+            "dimensions": dimensions,
+            "period": 60,
+            "stat": stat,
+        },
+        "return_data": False,
+    }
+
+
 class Observability(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
@@ -228,28 +243,8 @@ class Observability(pulumi.ComponentResource):
                 evaluation_periods=5,
                 treat_missing_data="notBreaching",
                 metric_queries=[
-                    {
-                        "id": "failed",
-                        "metric": {
-                            "namespace": m.NAMESPACE,
-                            "metric_name": m.IMAGES_FAILED,
-                            "dimensions": svc,
-                            "period": 60,
-                            "stat": "Sum",
-                        },
-                        "return_data": False,
-                    },
-                    {
-                        "id": "processed",
-                        "metric": {
-                            "namespace": m.NAMESPACE,
-                            "metric_name": m.IMAGES_PROCESSED,
-                            "dimensions": svc,
-                            "period": 60,
-                            "stat": "Sum",
-                        },
-                        "return_data": False,
-                    },
+                    _query("failed", m.NAMESPACE, m.IMAGES_FAILED, svc, "Sum"),
+                    _query("processed", m.NAMESPACE, m.IMAGES_PROCESSED, svc, "Sum"),
                     {
                         "id": "rate",
                         "expression": "100 * FILL(failed, 0) / IF(processed > 0, processed, 1)",
@@ -267,28 +262,14 @@ class Observability(pulumi.ComponentResource):
                 evaluation_periods=args.no_progress_minutes,
                 treat_missing_data="notBreaching",
                 metric_queries=[
-                    {
-                        "id": "visible",
-                        "metric": {
-                            "namespace": "AWS/SQS",
-                            "metric_name": "ApproximateNumberOfMessagesVisible",
-                            "dimensions": {"QueueName": args.queue_name},
-                            "period": 60,
-                            "stat": "Maximum",
-                        },
-                        "return_data": False,
-                    },
-                    {
-                        "id": "processed",
-                        "metric": {
-                            "namespace": m.NAMESPACE,
-                            "metric_name": m.IMAGES_PROCESSED,
-                            "dimensions": svc,
-                            "period": 60,
-                            "stat": "Sum",
-                        },
-                        "return_data": False,
-                    },
+                    _query(
+                        "visible",
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        {"QueueName": args.queue_name},
+                        "Maximum",
+                    ),
+                    _query("processed", m.NAMESPACE, m.IMAGES_PROCESSED, svc, "Sum"),
                     {
                         "id": "stuck",
                         "expression": "IF(visible > 0 AND FILL(processed, 0) == 0, 1, 0)",
