@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mappings import ClassMapping
 from posefleet.checkpoint import build_model, save_checkpoint
 from posefleet.settings import TrainingSettings
 from tests.conftest import INPUT, MODELS
+from tests.test_e2e import all_lines, produce
 from training.card import ModelCard, card_path
 from training.data import LabelledImage, PoseDataset, download_labelled, stratified_split
 from training.metrics import classification_report
@@ -232,27 +232,9 @@ def test_the_worker_serves_the_published_model_with_trainings_predictions(
         POSEFLEET_MODEL_CACHE_DIR=str(trained.checkpoint.parent),
     )
     worker = processes.worker("trained", env, "--exit-when-idle", "3")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--bucket",
-            stack.input,
-            "--prefix",
-            "val/",
-            "--job-id",
-            "val",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    produce(stack, "val/", "val", task_size=20)
     assert worker.popen.wait(timeout=180) == 0
     # Then it predicts exactly what training's evaluation predicted, with the published version
-    from tests.test_e2e import all_lines
 
     lines = {line.key.removeprefix("val/"): line for line in all_lines(stack, "val")}
     assert len(lines) == len(trained.val_items)
