@@ -16,9 +16,8 @@ from infra.components.queue import TaskQueue, TaskQueueArgs
 from infra.components.service import WorkerService, WorkerServiceArgs
 from infra.components.storage import Storage, StorageArgs
 from infra.config import StackConfig
+from posefleet.metric_names import SERVICE
 from posefleet.resources import DISCOVERY_PARAMETER
-
-METRICS_SERVICE = "posefleet-worker"
 
 
 def _network(config: StackConfig) -> tuple[pulumi.Output[list[str]], pulumi.Output[str]]:
@@ -91,7 +90,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
             "POSEFLEET_DEVICE": "cuda" if gpu else "cpu",
             "POSEFLEET_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
             "POSEFLEET_DRAIN_SECONDS": str(config.drain_seconds),
-            "POSEFLEET_SERVICE": METRICS_SERVICE,
+            "POSEFLEET_SERVICE": SERVICE,
             **config.extra_env,
         }
     )
@@ -134,7 +133,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
             dlq_name=queue.dlq.name,
             cluster_name=cluster.cluster.name,
             service_name=service.service.name,
-            metrics_service=METRICS_SERVICE,
+            metrics_service=SERVICE,
             gpu=gpu,
             oldest_message_alarm_seconds=config.oldest_message_alarm_seconds,
             failure_rate_alarm_percent=config.failure_rate_alarm_percent,

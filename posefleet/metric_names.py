@@ -18,6 +18,7 @@ __all__ = [
     "MESSAGES_INVALID",
     "MODEL_LOAD_TIME",
     "NAMESPACE",
+    "SERVICE",
     "STAGE_TIME",
     "TASKS_ABANDONED",
     "TASKS_COMPLETED",
@@ -25,6 +26,7 @@ __all__ = [
 
 NAMESPACE: Final = "posefleet"
 DIM_SERVICE: Final = "Service"  # every metric carries it
+SERVICE: Final = "posefleet-worker"  # its default value (POSEFLEET_SERVICE)
 DIM_ERROR_KIND: Final = "ErrorKind"  # on IMAGES_FAILED
 DIM_STAGE: Final = "Stage"  # on STAGE_TIME: fetch, decode, infer, write
 

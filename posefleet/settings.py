@@ -11,7 +11,10 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from posefleet.metric_names import SERVICE
 from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 __all__ = ["CommonSettings", "ProducerSettings", "WorkerSettings", "explain"]
 
@@ -52,13 +55,12 @@ class ProducerSettings(CommonSettings):
     )
     task_size: int = Field(default=20, ge=1, le=1000, description="Keys per task message.")
     extensions: tuple[str, ...] = Field(
-        default=(".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
-        description="File extensions (case-insensitive) listed as images.",
+        default=IMAGE_EXTENSIONS, description="File extensions (case-insensitive) listed as images."
     )
 
 
 class WorkerSettings(CommonSettings):
-    service: str = Field(default="posefleet-worker", description="Service dimension of metrics.")
+    service: str = Field(default=SERVICE, description="Service dimension of metrics.")
     model_sha256: str | None = Field(
         default=None, description="If set, the model file's SHA-256 must equal this."
     )
@@ -101,7 +103,12 @@ class WorkerSettings(CommonSettings):
     )
     max_image_bytes: int = Field(default=40 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=60_000_000, ge=1)
-    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    aws_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts per S3 or SQS call (botocore standard retries).",
+    )
     stream_job: str = Field(
         default="stream", description="Job id given to tasks built from S3 event notifications."
     )

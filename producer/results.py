@@ -132,20 +132,11 @@ def summarize(lines: Iterable[ResultLine]) -> Summary:
     return s
 
 
-CSV_COLUMNS = (
-    "bucket",
-    "key",
-    "status",
-    "predicted_class_index",
-    "predicted_class_id",
-    "predicted_class_name",
-    "confidence",
-    "model_version",
-    "width",
-    "height",
-    "error_kind",
-    "error_message",
-    "all_probabilities",
+# The result line's fields, with original_size split into width and height.
+CSV_COLUMNS = tuple(
+    c
+    for f in ResultLine.model_fields
+    for c in (("width", "height") if f == "original_size" else (f,))
 )
 
 

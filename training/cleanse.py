@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from posefleet.settings import IMAGE_EXTENSIONS
 from producer.listing import is_image_key
-from training.data import EXTENSIONS
 
 __all__ = ["BucketReport", "delete_unlabeled", "find_unlabeled"]
 
@@ -41,7 +41,7 @@ def find_unlabeled(
         report = reports.setdefault(bucket, BucketReport(bucket))
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                if not is_image_key(obj["Key"], EXTENSIONS):
+                if not is_image_key(obj["Key"], IMAGE_EXTENSIONS):
                     continue
                 report.total += 1
                 if f"{bucket}/{obj['Key']}" in labels:

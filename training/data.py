@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mappings import ClassMapping, load_poses
 from posefleet.preprocess import decode_image
 from posefleet.result import ImageError
+from posefleet.settings import IMAGE_EXTENSIONS
 from producer.listing import is_image_key
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "scan_folder",
     "stratified_split",
 ]
-
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ def scan_folder(root: Path) -> list[LabelledImage]:
         items += [
             LabelledImage(p, folder.name)
             for p in sorted(folder.iterdir())
-            if is_image_key(p.name, EXTENSIONS)
+            if is_image_key(p.name, IMAGE_EXTENSIONS)
         ]
     if not items:
         raise ValueError(f"no images under {root}/<pose id>/")
@@ -109,7 +108,7 @@ def download_labelled(
             o
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for o in page.get("Contents", [])
-            if is_image_key(o["Key"], EXTENSIONS)
+            if is_image_key(o["Key"], IMAGE_EXTENSIONS)
         ]
         for obj in tqdm(objects, desc=f"s3://{bucket}/{prefix}", unit="img", disable=not progress):
             pose_id = labels.get(f"{bucket}/{obj['Key']}")

@@ -86,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     torch_threads = settings.torch_threads or cpus
     decode_threads = settings.decode_threads or cpus
 
-    import torch  # noqa: F401  (after settings: a bad flag fails fast, before torch loads)
-
     from worker.loop import Worker
     from worker.metrics import Metrics
     from worker.model import Classifier
@@ -95,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from worker.protection import ScaleInProtection
     from worker.sqs import TaskQueue
 
-    s3 = client("s3", max_attempts=settings.s3_max_attempts, max_pool=settings.fetch_threads + 8)
-    sqs = client("sqs", max_attempts=settings.s3_max_attempts)
+    s3 = client("s3", max_attempts=settings.aws_max_attempts, max_pool=settings.fetch_threads + 8)
+    sqs = client("sqs", max_attempts=settings.aws_max_attempts)
     queue_url = settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
     metrics = Metrics(service=settings.service)
 
