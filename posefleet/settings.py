@@ -68,9 +68,11 @@ class WorkerSettings(CommonSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     backend: str = Field(
         default="torch",
-        pattern="^(torch|openvino)$",
-        description="torch, or openvino (CPU only; pip install 'posefleet[openvino]'): the same "
-        "model converted at start, faster on CPUs (docs/benchmarks.md).",
+        pattern="^(torch|openvino|openvino-int8)$",
+        description="torch; openvino (CPU only; pip install 'posefleet[openvino]'): the same "
+        "model converted at start, faster on CPUs; openvino-int8: the int8 model that "
+        "`python -m training quantize` wrote beside the checkpoint, fastest on CPUs "
+        "(docs/benchmarks.md).",
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_ms: int = Field(

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mappings import ClassMapping
 from posefleet.checkpoint import build_model, save_checkpoint
+from posefleet.int8 import int8_paths, int8_version
 from posefleet.settings import TrainingSettings
 from tests.conftest import INPUT, MODELS
 from tests.test_e2e import all_lines, produce
@@ -242,6 +243,64 @@ def test_the_worker_serves_the_published_model_with_trainings_predictions(
         line = lines[item.path.name]
         assert line.model_version == published.version
         assert line.predicted_class_index == predicted, item.path.name
+
+
+@pytest.fixture(scope="module")
+def quantized(trained):
+    """``python -m training quantize`` over the trained model and the folder it learned from."""
+    pytest.importorskip("nncf", reason="pip install 'posefleet[quantize]'")
+    from training.__main__ import main
+
+    data = trained.val_items[0].path.parent.parent
+    argv = ["quantize", "--checkpoint", str(trained.checkpoint), "--data", str(data)]
+    assert main(argv) == 0
+    return int8_paths(trained.checkpoint)
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_the_held_out_photos(trained, quantized):
+    from posefleet.int8 import read_int8
+
+    _, info = read_int8(trained.checkpoint, trained.card.model_version)
+    print(
+        f"\nint8 top-1 agreement with fp32 on {info.heldout_images} held-out: {info.agreement:.2%}"
+    )
+    assert info.heldout_images == len(trained.val_items)  # training's own validation split
+    assert info.agreement >= 0.99 and info.calibration_images > 0
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_an_int8_worker_serves_the_published_int8_model(trained, quantized, stack, processes):
+    # Given the checkpoint and its int8 model published together
+    models = f"models8-{stack.suffix}"
+    stack.s3.create_bucket(Bucket=models)
+    published = publish(stack.s3, trained.checkpoint, f"s3://{models}", min_accuracy=0.0)
+    for item in trained.val_items:
+        stack.s3.put_object(
+            Bucket=stack.input, Key=f"val8/{item.path.name}", Body=item.path.read_bytes()
+        )
+    # When a worker with the int8 backend resolves the current pointer and serves a job
+    env = stack.env(
+        POSEFLEET_MODEL=published.pointer_uri,
+        POSEFLEET_BACKEND="openvino-int8",
+        POSEFLEET_MODEL_CACHE_DIR=str(trained.checkpoint.parent / "cache8"),
+    )
+    worker = processes.worker("int8", env, "--exit-when-idle", "3")
+    produce(stack, "val8/", "val8", task_size=20)
+    assert worker.popen.wait(timeout=180) == 0
+    # Then it downloaded the int8 model beside the checkpoint, says so in every result, and
+    # agrees with training's fp32 predictions on at least 99% of the photos
+    lines = {line.key.removeprefix("val8/"): line for line in all_lines(stack, "val8")}
+    assert len(lines) == len(trained.val_items)
+    assert {line.model_version for line in lines.values()} == {
+        int8_version(published.version, trained.checkpoint)
+    }
+    same = sum(
+        lines[item.path.name].predicted_class_index == predicted
+        for item, predicted in zip(trained.val_items, trained.val_predictions, strict=True)
+    )
+    assert same / len(trained.val_items) >= 0.99
 
 
 def test_predict_prints_and_draws(checkpoint_path, tmp_path, capsys):

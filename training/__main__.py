@@ -6,6 +6,7 @@ examples:
   python -m training cleanse --source s3://checkin-poses/ --labels db_labels.json
   python -m training train --data data/poses --out models/pose_classifier.pt
   python -m training evaluate --checkpoint models/pose_classifier.pt --data data/holdout
+  python -m training quantize --checkpoint models/pose_classifier.pt --data data/poses
   python -m training publish --checkpoint models/pose_classifier.pt --models s3://posefleet-models
   python -m training predict --checkpoint models/pose_classifier.pt photo.jpg --out photo.png
 
@@ -75,6 +76,19 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a checkpoint on a labelled folder")
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--data", type=Path, required=True)
+    q = sub.add_parser(
+        "quantize",
+        help="write an int8 OpenVINO model beside a checkpoint, if it agrees with fp32 PyTorch",
+    )
+    q.add_argument("--checkpoint", type=Path, required=True)
+    q.add_argument(
+        "--data", type=Path, required=True, help="the labelled folder the checkpoint was trained on"
+    )
+    q.add_argument("--calibration-images", type=int, default=300)
+    q.add_argument(
+        "--min-agreement", type=float, default=0.99, help="top-1 agreement bar (default 0.99)"
+    )
+    q.add_argument("--force", action="store_true", help="write it even below the bar")
     pub = sub.add_parser("publish", help="upload a checkpoint if it passes the quality gate")
     pub.add_argument("--checkpoint", type=Path, required=True)
     pub.add_argument("--models", required=True, help="s3://bucket[/prefix] of the models location")
@@ -180,6 +194,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quantize(args: argparse.Namespace, settings: TrainingSettings) -> int:
+    from training.data import scan_folder
+    from training.quantize import QuantizeRefused, quantize_checkpoint
+
+    try:
+        done = quantize_checkpoint(
+            args.checkpoint,
+            scan_folder(args.data),
+            val_fraction=settings.val_fraction,
+            seed=settings.seed,
+            calibration_images=args.calibration_images,
+            min_agreement=args.min_agreement,
+            force=args.force,
+            say=lambda line: print(line, file=sys.stderr),
+        )
+    except QuantizeRefused as e:
+        print(f"training: not quantized: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        json.dumps(
+            {
+                **done.info.as_dict(),
+                "fp32_accuracy": done.fp32_accuracy,
+                "int8_accuracy": done.int8_accuracy,
+                "files": [str(p) for p in done.paths],
+            },
+            indent=2,
+        )
+    )
+    return EXIT_OK
+
+
 def cmd_publish(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from posefleet.aws import client
     from training.publish import PublishRefused, publish
@@ -261,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "cleanse": lambda: cmd_cleanse(args),
         "train": lambda: cmd_train(args, settings),
         "evaluate": lambda: cmd_evaluate(args),
+        "quantize": lambda: cmd_quantize(args, settings),
         "publish": lambda: cmd_publish(args, settings),
         "predict": lambda: cmd_predict(args),
     }

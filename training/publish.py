@@ -2,6 +2,7 @@
 
     s3://<models>/pose_classifier/<version>/model.pt
     s3://<models>/pose_classifier/<version>/model.card.json
+    s3://<models>/pose_classifier/<version>/model.int8.xml, .bin   (if quantized, posefleet/int8.py)
     s3://<models>/pose_classifier/current.json      {"checkpoint", "sha256", "version", "accuracy"}
 
 A model is published only if its validation accuracy meets ``min_accuracy`` and is not worse
@@ -19,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from posefleet.int8 import int8_paths
 from training.card import ModelCard, card_path
 
 __all__ = ["PublishRefused", "Published", "publish"]
@@ -75,6 +77,11 @@ def publish(
     data = checkpoint.read_bytes()
     key = f"{prefix}/{card.model_version}/model.pt"
     s3.put_object(Bucket=bucket, Key=key, Body=data)
+    for local, remote in zip(
+        int8_paths(checkpoint), int8_paths(Path(key)), strict=True
+    ):  # the int8 model travels with its checkpoint, so openvino-int8 workers find it beside it
+        if local.is_file():
+            s3.put_object(Bucket=bucket, Key=remote.as_posix(), Body=local.read_bytes())
     s3.put_object(
         Bucket=bucket,
         Key=f"{prefix}/{card.model_version}/model.card.json",

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     torch_threads = settings.torch_threads or cpus
     decode_threads = settings.decode_threads or cpus
 
+    from botocore.exceptions import ClientError
+
     from worker.loop import Worker
     from worker.metrics import Metrics
     from worker.model import Classifier
@@ -98,14 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     queue_url = settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
     metrics = Metrics(service=settings.service)
 
-    resolved = resolve_model(settings.model, s3=s3, cache_dir=Path(settings.model_cache_dir))
-    classifier = Classifier.from_file(
-        resolved.path,
-        device=settings.device,
-        threads=torch_threads,
-        expected_sha256=settings.model_sha256 or resolved.sha256,
-        backend=settings.backend,
-    )
+    try:
+        resolved = resolve_model(
+            settings.model,
+            s3=s3,
+            cache_dir=Path(settings.model_cache_dir),
+            with_int8=settings.backend == "openvino-int8",
+        )
+        classifier = Classifier.from_file(
+            resolved.path,
+            device=settings.device,
+            threads=torch_threads,
+            expected_sha256=settings.model_sha256 or resolved.sha256,
+            backend=settings.backend,
+        )
+    except (OSError, ValueError, RuntimeError, ClientError) as e:  # no model, no service
+        log.error("model_load_failed", model=settings.model, error=str(e))
+        print(f"worker: cannot load the model {settings.model}: {e}", file=sys.stderr)
+        return 1
     metrics.observe(metric_names.MODEL_LOAD_TIME, classifier.load_seconds * 1000)
     log.info(
         "model_loaded",

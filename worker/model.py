@@ -17,15 +17,25 @@ from typing import Any
 import torch
 
 from posefleet.checkpoint import Checkpoint, load_checkpoint
+from posefleet.int8 import Int8Info, int8_version, read_int8
 from posefleet.preprocess import PreprocessSpec, normalize
 
 __all__ = ["BACKENDS", "Classifier", "Prediction", "pick_device"]
 
-BACKENDS = ("torch", "openvino")
+BACKENDS = ("torch", "openvino", "openvino-int8")
 
 
-def _compile_openvino(model: torch.nn.Module, size: int, threads: int) -> Any:
-    """The same model through OpenVINO's CPU runtime (fp32: the same numbers, faster kernels)."""
+def _compile_openvino(model: Any, threads: int) -> Any:
+    """An ``openvino.Model`` compiled for the CPU, one stream (the worker calls it from one
+    thread: more streams would leave cores idle)."""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads} if threads > 0 else {}
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+def _convert_openvino(model: torch.nn.Module, size: int) -> Any:
+    """The same model for OpenVINO's CPU runtime (fp32: the same numbers, faster kernels)."""
     try:
         import openvino as ov
     except ImportError as e:
@@ -33,9 +43,7 @@ def _compile_openvino(model: torch.nn.Module, size: int, threads: int) -> Any:
             "backend=openvino needs OpenVINO: pip install 'posefleet[openvino]'"
         ) from e
     example = torch.zeros(1, 3, size, size)
-    converted = ov.convert_model(model, example_input=example, input=[-1, 3, size, size])
-    config = {"INFERENCE_NUM_THREADS": threads} if threads > 0 else {}
-    return ov.Core().compile_model(converted, "CPU", config)
+    return ov.convert_model(model, example_input=example, input=[-1, 3, size, size])
 
 
 def pick_device(requested: str) -> torch.device:
@@ -69,12 +77,14 @@ class Classifier:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.checkpoint = checkpoint
         self.device = pick_device(device)
-        if backend == "openvino" and self.device.type != "cpu":
-            raise ValueError("the openvino backend runs on the CPU; use backend=torch with a GPU")
+        if backend != "torch" and self.device.type != "cpu":
+            raise ValueError(f"the {backend} backend runs on the CPU; use backend=torch with a GPU")
         self.threads = threads
         self.backend = backend
         self.model: torch.nn.Module | None = None
-        self._compiled: Any = None  # the OpenVINO compiled model, for backend=openvino
+        self._compiled: Any = None  # the OpenVINO compiled model, for backend=openvino*
+        self.int8: Int8Info | None = None
+        self._version = checkpoint.version
         self.load_seconds = 0.0
 
     @classmethod
@@ -90,24 +100,33 @@ class Classifier:
         started = time.perf_counter()
         checkpoint = load_checkpoint(path, expected_sha256=expected_sha256)
         classifier = cls(checkpoint, device=device, threads=threads, backend=backend)
-        classifier.setup()
+        classifier.setup(path)
         classifier.load_seconds = time.perf_counter() - started
         return classifier
 
     @property
     def version(self) -> str:
-        return self.checkpoint.version
+        """The checkpoint's version, or the int8 model's (``posefleet/int8.py``) when serving it."""
+        return self._version
 
     @property
     def spec(self) -> PreprocessSpec:
         return self.checkpoint.preprocess
 
-    def setup(self) -> None:
+    def setup(self, path: Path | None = None) -> None:
+        """Build the model; ``backend=openvino-int8`` reads the int8 model beside ``path``."""
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         model = self.checkpoint.build().to(self.device)
         if self.backend == "openvino":
-            self._compiled = _compile_openvino(model, self.spec.input_size, self.threads)
+            converted = _convert_openvino(model, self.spec.input_size)
+            self._compiled = _compile_openvino(converted, self.threads)
+        elif self.backend == "openvino-int8":
+            if path is None:
+                raise ValueError("backend=openvino-int8 needs the checkpoint's path")
+            int8_model, self.int8 = read_int8(path, self.checkpoint.version)
+            self._compiled = _compile_openvino(int8_model, self.threads)
+            self._version = int8_version(self.checkpoint.version, path)
         self.model = model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
@@ -166,4 +185,5 @@ class Classifier:
             "device": str(self.device),
             "backend": self.backend,
             "input_size": self.spec.input_size,
+            **({"int8_agreement": self.int8.agreement} if self.int8 else {}),
         }

@@ -10,6 +10,9 @@
   ``{"checkpoint": "s3://...", "sha256": "...", "version": "..."}``; the worker resolves it
   on start, so a new model is picked up by the next worker that starts.
 
+With ``with_int8``, the int8 model beside the checkpoint (``model.int8.xml`` and ``.bin``,
+``posefleet/int8.py``) is downloaded too, and must exist.
+
 IAM: ``s3:GetObject`` on the models prefix.
 """
 
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from posefleet.int8 import int8_paths
 
 __all__ = ["ResolvedModel", "resolve_model"]
 
@@ -58,7 +63,9 @@ def _download(s3: Any, uri: str, cache_dir: Path, *, required: bool = True) -> P
     return target
 
 
-def resolve_model(location: str, *, s3: Any, cache_dir: Path) -> ResolvedModel:
+def resolve_model(
+    location: str, *, s3: Any, cache_dir: Path, with_int8: bool = False
+) -> ResolvedModel:
     if not location.startswith("s3://"):
         path = Path(location)
         if not path.is_file():
@@ -75,4 +82,7 @@ def resolve_model(location: str, *, s3: Any, cache_dir: Path) -> ResolvedModel:
     folder = key.rpartition("/")[0]
     sidecar = f"{folder}/class_mapping.json" if folder else "class_mapping.json"
     _download(s3, f"s3://{bucket}/{sidecar}", cache_dir, required=False)  # the seed's format
+    if with_int8:
+        for companion in int8_paths(Path(key)):
+            _download(s3, f"s3://{bucket}/{companion.as_posix()}", cache_dir)
     return ResolvedModel(path=path, sha256=sha256)
