@@ -11,6 +11,7 @@ FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
+ARG OPENVINO_VERSION=2026.4.1
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -25,7 +26,9 @@ COPY posefleet ./posefleet
 COPY mappings ./mappings
 COPY worker ./worker
 COPY producer ./producer
-RUN pip install --no-cache-dir .
+# The CPU image can serve the OpenVINO backends (fp32 and the int8 model beside a checkpoint).
+RUN if [ "$VARIANT" = "gpu" ]; then pip install --no-cache-dir .; \
+    else pip install --no-cache-dir . "openvino==${OPENVINO_VERSION}"; fi
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

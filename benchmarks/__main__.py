@@ -18,6 +18,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -33,10 +35,13 @@ from PIL import Image
 from benchmarks.baseline import run_baseline
 from mappings import ClassMapping
 from posefleet.aws import client
-from posefleet.checkpoint import load_checkpoint, save_initialised
+from posefleet.checkpoint import file_version, load_checkpoint, save_initialised
+from posefleet.int8 import Int8Info, Int8Mismatch, read_int8
 from posefleet.layout import ResultsLocation
 from posefleet.local import LocalAWS, bootstrap
 from posefleet.result import load_lines
+from training.data import LabelledImage, scan_folder
+from training.quantize import quantize_checkpoint
 from training.synthetic import PHOTO_SIZES, encode, render_pose
 from worker.cpus import available_cpus
 from worker.model import Classifier
@@ -119,8 +124,15 @@ RUN_TITLES = {
     "nodraft": "posefleet (torch, no draft)",
     "draft": "posefleet (torch)",
     "openvino": "posefleet (OpenVINO)",
+    "int8": "posefleet (OpenVINO int8)",
 }
-VARIANTS = (("nodraft", False, "torch"), ("draft", True, "torch"), ("openvino", True, "openvino"))
+VARIANTS = (
+    ("nodraft", False, "torch"),
+    ("draft", True, "torch"),
+    ("openvino", True, "openvino"),
+    ("int8", True, "openvino-int8"),
+)
+LABELS = {"torch": "draft", "openvino": "openvino", "openvino-int8": "int8"}
 
 try:
     import openvino  # noqa: F401
@@ -128,6 +140,59 @@ try:
     HAVE_OPENVINO = True
 except ImportError:
     HAVE_OPENVINO = False
+try:
+    import nncf  # noqa: F401
+
+    HAVE_NNCF = True
+except ImportError:
+    HAVE_NNCF = False
+
+
+def int8_for(checkpoint: Path, items: list[LabelledImage], *, control: bool) -> Int8Info | None:
+    """The checkpoint's int8 model (``python -m training quantize``), made once and kept."""
+    if not HAVE_NNCF:
+        return None
+    version = load_checkpoint(checkpoint).version
+    try:
+        return read_int8(checkpoint, version)[1]
+    except Int8Mismatch:
+        pass
+    print(f"quantizing {checkpoint.name} to int8 (once; kept in {OUT})", file=sys.stderr)
+    done = quantize_checkpoint(
+        checkpoint,
+        items,
+        val_fraction=0.2,
+        seed=0,
+        accuracy_control=control,
+        force=not control,  # the untrained bench model: speed only, agreement is meaningless
+        say=lambda line: print(line, file=sys.stderr),
+    )
+    return done.info
+
+
+def trained_agreement() -> dict[str, Any] | None:
+    """int8 against fp32 on a trained model: the demo's (``make demo`` trains it), if present."""
+    source, data = Path(".demo/trained.pt"), Path(".demo/train-data")
+    if not (HAVE_NNCF and source.exists() and data.exists()):
+        return None
+    target = OUT / "demo-trained.pt"
+    if not target.exists() or file_version(target) != file_version(source):
+        shutil.copy(source, target)
+    info = int8_for(target, scan_folder(data), control=True)
+    if info is None:
+        return None
+    rates = {
+        backend: ceiling(target, 32, backend=backend) for backend in ("torch", "openvino-int8")
+    }
+    ckpt = load_checkpoint(target)
+    return {
+        "arch": ckpt.arch,
+        "input_size": ckpt.preprocess.input_size,
+        "classes": len(ckpt.class_mapping.classes),
+        "agreement": info.agreement,
+        "heldout": info.heldout_images,
+        "speedup": rates["openvino-int8"] / rates["torch"],
+    }
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -163,6 +228,27 @@ def run_posefleet(
         "POSEFLEET_JPEG_DRAFT": "true" if draft else "false",
         "POSEFLEET_BACKEND": backend,
     }
+    tasks = -(-len(keys) // 10)
+    # The whole job is enqueued first: the worker is measured on a full queue (a backfill),
+    # from its first receive to its last result, as the baseline is measured over its loop.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--bucket",
+            "bench-input",
+            "--prefix",
+            "bench/",
+            "--job-id",
+            "bench",
+            "--task-size",
+            "10",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     log, out = OUT / f"worker-{label}.err", OUT / f"worker-{label}.out"
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker"], env=env, stdout=out.open("wb"), stderr=log.open("wb")
@@ -171,43 +257,26 @@ def run_posefleet(
         while '"worker_started"' not in log.read_text():
             if worker.poll() is not None:
                 raise RuntimeError(log.read_text()[-2000:])
-            time.sleep(0.1)
-        started = time.perf_counter()
-        cpu_before = process_cpu_seconds(worker.pid)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "producer",
-                "--bucket",
-                "bench-input",
-                "--prefix",
-                "bench/",
-                "--job-id",
-                "bench",
-                "--task-size",
-                "10",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        location = ResultsLocation.parse(results)
-        tasks = -(-len(keys) // 10)
-        while (
-            s3.list_objects_v2(Bucket=location.bucket, Prefix=location.tasks_prefix("bench")).get(
-                "KeyCount", 0
-            )
-            < tasks
-        ):
-            time.sleep(0.1)
-        seconds = time.perf_counter() - started
+            time.sleep(0.05)
+        cpu_before, moto_before = (process_cpu_seconds(p) for p in (worker.pid, aws.process.pid))
+        while log.read_text().count('"task_done"') < tasks:  # the log, not S3: no load on moto
+            if worker.poll() is not None:
+                raise RuntimeError(log.read_text()[-2000:])
+            time.sleep(0.05)
         cpu_seconds = process_cpu_seconds(worker.pid) - cpu_before  # the job's window only
+        moto_cpu_seconds = process_cpu_seconds(aws.process.pid) - moto_before
     finally:
         worker.terminate()
         worker.wait(timeout=120)
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     stopped = next(e for e in events if e["event"] == "worker_stopped")
+    stamps = {
+        e["event"]: datetime.fromisoformat(e["timestamp"])
+        for e in events
+        if e["event"] in ("worker_started", "task_done")  # the last task_done wins
+    }
+    seconds = (stamps["task_done"] - stamps["worker_started"]).total_seconds()
+    location = ResultsLocation.parse(results)
     stage_ms: dict[str, float] = {}
     for line in out.read_text().splitlines():
         doc = json.loads(line)
@@ -227,6 +296,7 @@ def run_posefleet(
         "predictions": predictions,
         "stage_ms": stage_ms,
         "cpu_seconds": cpu_seconds,
+        "moto_cpu_seconds": moto_cpu_seconds,
         "peak_rss_mib": stopped["peak_rss_mib"],
     }
 
@@ -294,21 +364,54 @@ def machine() -> str:
     return f"{cpu}, {available_cpus()} CPUs available, {system}, torch {torch.__version__}"
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median time (this machine's speed varies by 10% from run to run)."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[len(ordered) // 2], "all_seconds": [r["seconds"] for r in runs]}
+
+
+def corpus_items(files: dict[str, bytes], count: int, seed: int) -> list[LabelledImage]:
+    """The corpus as labelled photos (file ``i`` shows pose ``i mod poses``), for calibration."""
+    poses = list(ClassMapping.for_poses().classes)
+    cache = OUT / f"corpus-v2-{count}-{seed}"
+    return [
+        LabelledImage(cache / key.removeprefix("bench/"), poses[i % len(poses)])
+        for i, key in enumerate(sorted(files))
+    ]
+
+
+BACKEND_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=120)
+    p.add_argument("--images", type=int, default=240)
     p.add_argument("--model", help="checkpoint to serve (default: a seeded, untrained ResNet50)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=3)
     p.add_argument(
+        "--repeat", type=int, default=3, help="runs of each, interleaved; the median is reported"
+    )
+    p.add_argument(
         "--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md"
     )
+    p.add_argument(
+        "--runs",
+        default=",".join(label for label, _, _ in VARIANTS),
+        help="worker runs to make (default: all); fewer ones need --no-doc",
+    )
     args = p.parse_args(argv)
+    wanted = set(args.runs.split(","))
     OUT.mkdir(exist_ok=True)
     model = model_file(args.model)
     files = corpus(args.images, args.seed)
     keys = sorted(files)
     phone = sum(1 for k in keys if "4032" in k)
+    backends = ["torch"]
+    if HAVE_OPENVINO:
+        backends.append("openvino")
+        if int8_for(model, corpus_items(files, args.images, args.seed), control=False):
+            backends.append("openvino-int8")
     with LocalAWS(log_file=OUT / "moto.log") as aws:
         aws.apply_env()
         s3, sqs = client("s3"), client("sqs")
@@ -321,40 +424,50 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         torch.set_num_threads(available_cpus())
-        base_s, base_pred = run_baseline(s3, "bench-input", keys, load_checkpoint(model))
-        print(f"baseline: {len(keys) / base_s:.2f} img/s", file=sys.stderr)
-        runs: dict[str, dict] = {}
-        for label, draft, backend in VARIANTS:
-            if backend == "openvino" and not HAVE_OPENVINO:
-                continue
-            moto_before = process_cpu_seconds(aws.process.pid)
-            runs[label] = run_posefleet(
-                aws,
-                s3,
-                sqs,
-                keys,
-                model,
-                label=label,
-                batch=args.batch_size,
-                draft=draft,
-                backend=backend,
-            )
-            runs[label]["moto_cpu_seconds"] = process_cpu_seconds(aws.process.pid) - moto_before
+        base_times: list[float] = []
+        all_runs: dict[str, list[dict]] = {}
+        all_ceilings: dict[str, list[float]] = {}
+        for rep in range(args.repeat):  # interleaved, so a slow spell of the machine hits all
+            seconds, base_pred = run_baseline(s3, "bench-input", keys, load_checkpoint(model))
+            base_times.append(seconds)
             print(
-                f"posefleet {label}: {len(keys) / runs[label]['seconds']:.2f} img/s",
+                f"[{rep + 1}/{args.repeat}] baseline: {len(keys) / seconds:.2f} img/s",
                 file=sys.stderr,
             )
-    ceilings = {
-        "torch": ceiling(model, args.batch_size),
-        "torch-contiguous": ceiling(model, args.batch_size, channels_last=False),
-    }
-    if HAVE_OPENVINO:
-        ceilings["openvino"] = ceiling(model, args.batch_size, backend="openvino")
+            for label, draft, backend in VARIANTS:
+                if backend not in backends or label not in wanted:
+                    continue
+                run = run_posefleet(
+                    aws,
+                    s3,
+                    sqs,
+                    keys,
+                    model,
+                    label=label,
+                    batch=args.batch_size,
+                    draft=draft,
+                    backend=backend,
+                )
+                all_runs.setdefault(label, []).append(run)
+                print(
+                    f"[{rep + 1}/{args.repeat}] posefleet {label}: "
+                    f"{len(keys) / run['seconds']:.2f} img/s",
+                    file=sys.stderr,
+                )
+            for backend in backends:  # the ceilings too, interleaved with the runs
+                all_ceilings.setdefault(backend, []).append(
+                    ceiling(model, args.batch_size, backend=backend)
+                )
+            all_ceilings.setdefault("torch-contiguous", []).append(
+                ceiling(model, args.batch_size, channels_last=False)
+            )
+    base_s = statistics.median(base_times)
+    runs = {label: median_run(r) for label, r in all_runs.items()}
+    ceilings = {name: statistics.median(rates) for name, rates in all_ceilings.items()}
+    trained = trained_agreement()
     n = len(keys)
     cpus = available_cpus()
     base_rate = n / base_s
-    fast, full = runs["draft"], runs["nodraft"]
-    fast_rate = n / fast["seconds"]
     agree = {
         label: sum(base_pred[k] == r["predictions"].get(k) for k in keys) / n
         for label, r in runs.items()
@@ -377,31 +490,39 @@ def main(argv: list[str] | None = None) -> int:
         return (title, rate, rate / base_rate, "-", "-")
 
     b = args.batch_size
+    worker_titles = {
+        "nodraft": "posefleet worker, JPEG draft off (before)",
+        "draft": "posefleet worker, JPEG draft on (default)",
+        "openvino": "posefleet worker, draft on, OpenVINO backend",
+        "int8": "posefleet worker, draft on, OpenVINO int8 backend",
+    }
     rows = [
         model_row("seed-style baseline (download, full decode, batch of 1)", base_rate),
-        worker_row("posefleet worker, JPEG draft off (before)", full),
-        worker_row("posefleet worker, JPEG draft on (default)", fast),
-        *(
-            [worker_row("posefleet worker, draft on, OpenVINO backend", runs["openvino"])]
-            if "openvino" in runs
-            else []
-        ),
+        *(worker_row(worker_titles[label], r) for label, r in runs.items()),
         model_row(f"model alone, batch {b}, channels_last off", ceilings["torch-contiguous"]),
-        model_row(f"model alone, batch {b}, channels_last on (torch ceiling)", ceilings["torch"]),
         *(
-            [
-                model_row(
-                    f"model alone, batch {b}, OpenVINO (openvino ceiling)", ceilings["openvino"]
-                )
-            ]
-            if "openvino" in ceilings
-            else []
+            model_row(f"model alone, batch {b}, {BACKEND_TITLES[be]} (ceiling)", ceilings[be])
+            for be in backends
         ),
     ]
-    top = ceilings["torch"]
     stages = "; ".join(
         f"{label}: " + " | ".join(f"{s} {r['stage_ms'].get(s, 0) / n:.0f}" for s in STAGES)
         for label, r in runs.items()
+    )
+    efficiency = {
+        be: n / runs[LABELS[be]]["seconds"] / ceilings[be] for be in backends if LABELS[be] in runs
+    }
+    trained_line = (
+        [
+            f"- int8 on a trained model (the demo's {trained['arch']}, {trained['input_size']} px, "
+            f"{trained['classes']} poses; `python -m training quantize` with accuracy control): "
+            f"top-1 agreement with fp32 PyTorch **{trained['agreement']:.2%}** on "
+            f"{trained['heldout']} held-out photos; model alone {trained['speedup']:.2f}x fp32 "
+            "PyTorch. (On this run's untrained ResNet50 agreement means little: its outputs are "
+            "near-ties.)"
+        ]
+        if trained
+        else ["- int8 on a trained model: not measured (run `make demo` first to train one)."]
     )
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
@@ -413,19 +534,26 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | ---: | ---: | ---: | ---: |",
         *(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f}x | {r[3]} | {r[4]} |" for r in rows),
         "",
-        f"- End to end / ceiling (same backend, batch {args.batch_size}): "
-        f"**{fast_rate / top:.0%}** with torch"
-        + (
-            f", **{n / runs['openvino']['seconds'] / ceilings['openvino']:.0%}** with OpenVINO"
-            if "openvino" in runs
-            else ""
-        )
+        f"- End to end / ceiling (same backend, batch {b}): "
+        + ", ".join(f"**{v:.0%}** with {BACKEND_TITLES[be]}" for be, v in efficiency.items())
         + ".",
         "- Top-1 agreement with the baseline: "
         + ", ".join(f"{label} {value:.1%}" for label, value in agree.items())
         + ".",
+        *trained_line,
         f"- Worker time per image by stage, ms (summed over threads, so stages overlap): {stages}.",
         f"- Baseline: {base_s / n * 1000:.0f} ms per image.",
+        f"- Each figure is the median of {args.repeat} interleaved runs; their range, images/s: "
+        + "; ".join(
+            f"{label} {n / max(times):.2f}-{n / min(times):.2f}"
+            for label, times in {
+                "baseline": base_times,
+                **{label: r["all_seconds"] for label, r in runs.items()},
+            }.items()
+        )
+        + "; model alone: "
+        + "; ".join(f"{name} {min(r):.2f}-{max(r):.2f}" for name, r in all_ceilings.items())
+        + ".",
         *cost_lines(
             {
                 RUN_TITLES[label]: n / r["seconds"]
@@ -446,13 +574,16 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "baseline": base_rate,
-                "posefleet": fast_rate,
                 "runs": {label: n / r["seconds"] for label, r in runs.items()},
-                "ceiling": top,
+                "efficiency": efficiency,
                 "agreement": agree,
                 "ceilings": ceilings,
+                "trained_int8": trained,
                 "images": n,
-                "peak_rss_mib": fast["peak_rss_mib"],
+                "peak_rss_mib": {label: r["peak_rss_mib"] for label, r in runs.items()},
+                "cpu_use": {
+                    label: r["cpu_seconds"] / r["seconds"] / cpus for label, r in runs.items()
+                },
             },
             indent=2,
         )

@@ -33,6 +33,7 @@ class StackConfig:
     gpu_instance_type: str = "g5.xlarge"
     gpu_memory: int = 14336
     image_tag: str = "latest"
+    backend: str = "torch"  # torch | openvino | openvino-int8 (CPU only; docs/benchmarks.md)
     input_buckets: tuple[InputBucket, ...] = ()
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
@@ -57,6 +58,14 @@ class StackConfig:
         if not 0 <= self.min_tasks <= self.max_tasks or self.max_tasks < 1:
             raise ValueError(
                 "posefleet:minTasks must be between 0 and posefleet:maxTasks (at least 1)"
+            )
+        if self.backend not in ("torch", "openvino", "openvino-int8"):
+            raise ValueError(
+                f"posefleet:backend must be torch, openvino or openvino-int8, got {self.backend!r}"
+            )
+        if self.backend != "torch" and self.capacity == "gpu":
+            raise ValueError(
+                "posefleet:backend openvino* runs on CPUs; use torch with capacity gpu"
             )
         if self.drain_seconds >= 120:
             raise ValueError("posefleet:drainSeconds must stay under ECS's 120 s stopTimeout")
@@ -103,6 +112,7 @@ class StackConfig:
             gpu_instance_type=c.get("gpuInstanceType") or d.gpu_instance_type,
             gpu_memory=c.get_int("gpuMemory") or d.gpu_memory,
             image_tag=c.get("imageTag") or d.image_tag,
+            backend=c.get("backend") or d.backend,
             input_buckets=buckets,
             vpc_id=c.get("vpcId"),
             subnet_ids=tuple(c.get_object("subnetIds") or ()),

@@ -88,6 +88,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
             "POSEFLEET_RESULTS": v[1],
             "POSEFLEET_MODEL": v[2],
             "POSEFLEET_DEVICE": "cuda" if gpu else "cpu",
+            "POSEFLEET_BACKEND": config.backend,
             "POSEFLEET_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
             "POSEFLEET_DRAIN_SECONDS": str(config.drain_seconds),
             "POSEFLEET_SERVICE": SERVICE,

@@ -45,6 +45,13 @@ def test_torch_versions_match_the_project():
     assert f"torch>=2.4,<={torch}" in pyproject and f"torchvision>=0.19,<={vision}" in pyproject
 
 
+def test_the_cpu_image_can_serve_the_openvino_backends():
+    pinned = re.search(r"ARG OPENVINO_VERSION=(\d+)\.", DOCKERFILE).group(1)
+    floor = re.search(r'openvino = \["openvino>=(\d+)\.', (ROOT / "pyproject.toml").read_text())
+    assert int(pinned) >= int(floor.group(1))
+    assert 'else pip install --no-cache-dir . "openvino==${OPENVINO_VERSION}"' in DOCKERFILE
+
+
 @pytest.mark.skipif(
     shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
     reason="hadolint not installed",

@@ -243,6 +243,7 @@ def test_cpu_mode_runs_on_fargate_and_fargate_spot(cpu_stack):
     assert int(env["POSEFLEET_DRAIN_SECONDS"]) < container["stopTimeout"]
     assert env["POSEFLEET_QUEUE_URL"].endswith("posefleet-tasks")
     assert env["POSEFLEET_RESULTS"] == "s3://posefleet-results/results"
+    assert env["POSEFLEET_BACKEND"] == "torch"  # posefleet:backend; openvino-int8 is faster
     assert "resourceRequirements" not in container
     assert cpu_stack.one("aws:cloudwatch/logGroup:LogGroup").state["retentionInDays"] == 30
 
@@ -347,6 +348,8 @@ def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
         ({"capacity": "tpu"}, "capacity"),
         ({"min_tasks": 5, "max_tasks": 2}, "minTasks"),
         ({"drain_seconds": 150}, "stopTimeout"),
+        ({"backend": "tensorrt"}, "backend"),
+        ({"backend": "openvino-int8", "capacity": "gpu"}, "runs on CPUs"),
     ],
 )
 def test_bad_config_fails_before_anything_is_built(kwargs, message):

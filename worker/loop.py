@@ -79,6 +79,20 @@ class Item:
     original_size: tuple[int, int]
 
 
+def _peak_rss_mib(usage: resource.struct_rusage) -> float:
+    """This process's own peak RSS. ``ru_maxrss`` is not: at exec, Linux folds in the peak of
+    the parent that spawned it (a 2 GB parent makes every worker look 2 GB). ``VmHWM`` is the
+    high-water mark of this process's memory alone."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
 class Worker:
     def __init__(
         self,
@@ -175,7 +189,7 @@ class Worker:
         self.protection.set(False)
         self.metrics.flush()
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        peak_mib = usage.ru_maxrss / 1024  # Linux: KiB
+        peak_mib = _peak_rss_mib(usage)
         log.info(
             "worker_stopped",
             reason=reason,
