@@ -303,6 +303,16 @@ def test_an_int8_worker_serves_the_published_int8_model(trained, quantized, stac
     assert same / len(trained.val_items) >= 0.99
 
 
+def test_quantize_refuses_a_bar_above_one(checkpoint_path, tmp_path, capsys):
+    pytest.importorskip("nncf", reason="pip install 'posefleet[quantize]'")
+    from training.__main__ import main
+
+    argv = ["quantize", "--checkpoint", str(checkpoint_path), "--data", str(tmp_path)]
+    assert main([*argv, "--min-agreement", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == ("training: min_agreement must be in (0, 1], got 1.5")
+    assert not any(p.exists() for p in int8_paths(checkpoint_path))
+
+
 def test_predict_prints_and_draws(checkpoint_path, tmp_path, capsys):
     from tests.images import jpeg
     from training.__main__ import main

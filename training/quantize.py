@@ -76,6 +76,8 @@ def quantize_checkpoint(
         raise RuntimeError(
             "quantize needs OpenVINO and NNCF: pip install 'posefleet[quantize]'"
         ) from e
+    if not 0 < min_agreement <= 1:
+        raise ValueError(f"min_agreement must be in (0, 1], got {min_agreement}")
     ckpt = load_checkpoint(checkpoint)
     train, heldout = stratified_split(items, val_fraction=val_fraction, seed=seed)
     if not heldout:
@@ -88,7 +90,7 @@ def quantize_checkpoint(
         f"calibrating on {len(calibration)} photos{controlled}; "
         f"agreement on {len(heldout)} held-out photos"
     )
-    cal_x, ctl_x, test_x = (_inputs(s, ckpt) for s in (calibration, control, heldout))
+    cal_x, test_x = _inputs(calibration, ckpt), _inputs(heldout, ckpt)
     size = ckpt.preprocess.input_size
     model = ckpt.build()
 
@@ -103,6 +105,7 @@ def quantize_checkpoint(
     fp32 = ov.convert_model(model, example_input=cal_x[:1], input=[-1, 3, size, size])
     calibration_data = nncf.Dataset([cal_x[i : i + 1].numpy() for i in range(len(cal_x))])
     if accuracy_control:
+        ctl_x = _inputs(control, ckpt)
         ctl_ref = fp32_top1(ctl_x)
         int8 = nncf.quantize_with_accuracy_control(
             fp32,
