@@ -305,8 +305,12 @@ def test_an_int8_worker_serves_the_published_int8_model(trained, quantized, stac
 
 def test_quantize_refuses_a_bar_above_one(checkpoint_path, tmp_path, capsys):
     pytest.importorskip("nncf", reason="pip install 'posefleet[quantize]'")
+    from tests.images import jpeg
     from training.__main__ import main
 
+    for pose in ("1", "2"):
+        (tmp_path / pose).mkdir()
+        (tmp_path / pose / "a.jpg").write_bytes(jpeg())
     argv = ["quantize", "--checkpoint", str(checkpoint_path), "--data", str(tmp_path)]
     assert main([*argv, "--min-agreement", "1.5"]) == 2
     assert capsys.readouterr().err.strip() == ("training: min_agreement must be in (0, 1], got 1.5")
