@@ -213,35 +213,41 @@ def test_the_card_validates_and_the_charts_render(trained):
     assert sum(map(sum, confusion["matrix"])) == card.data["val"]
 
 
+def serve_published(trained, stack, processes, name: str, **env: str) -> tuple[str, dict]:
+    """Publish the trained checkpoint (and whatever lies beside it) to a fresh models bucket,
+    put its validation photos under ``<name>/`` and let a worker that resolves the current
+    pointer serve job ``name``; returns the published version and the result lines by file."""
+    models = f"models-{name}-{stack.suffix}"
+    stack.s3.create_bucket(Bucket=models)
+    published = publish(stack.s3, trained.checkpoint, f"s3://{models}", min_accuracy=0.0)
+    for item in trained.val_items:
+        stack.s3.put_object(
+            Bucket=stack.input, Key=f"{name}/{item.path.name}", Body=item.path.read_bytes()
+        )
+    settings = stack.env(
+        POSEFLEET_MODEL=published.pointer_uri,
+        POSEFLEET_MODEL_CACHE_DIR=str(trained.checkpoint.parent / f"cache-{name}"),
+        **env,
+    )
+    worker = processes.worker(name, settings, "--exit-when-idle", "3")
+    produce(stack, f"{name}/", name, task_size=20)
+    assert worker.popen.wait(timeout=180) == 0
+    lines = {line.key.removeprefix(f"{name}/"): line for line in all_lines(stack, name)}
+    assert len(lines) == len(trained.val_items)
+    return published.version, lines
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_the_worker_serves_the_published_model_with_trainings_predictions(
     trained, stack, processes
 ):
-    # Given the trained checkpoint published to the models bucket
-    models = f"models-{stack.suffix}"
-    stack.s3.create_bucket(Bucket=models)
-    published = publish(stack.s3, trained.checkpoint, f"s3://{models}", min_accuracy=0.0)
-    # and the validation photos in the input bucket
-    for item in trained.val_items:
-        stack.s3.put_object(
-            Bucket=stack.input, Key=f"val/{item.path.name}", Body=item.path.read_bytes()
-        )
-    # When a worker that resolves the current pointer serves a job over them
-    env = stack.env(
-        POSEFLEET_MODEL=published.pointer_uri,
-        POSEFLEET_MODEL_CACHE_DIR=str(trained.checkpoint.parent),
-    )
-    worker = processes.worker("trained", env, "--exit-when-idle", "3")
-    produce(stack, "val/", "val", task_size=20)
-    assert worker.popen.wait(timeout=180) == 0
+    # Given the trained checkpoint published, when a worker serves its validation photos
+    version, lines = serve_published(trained, stack, processes, "val")
     # Then it predicts exactly what training's evaluation predicted, with the published version
-
-    lines = {line.key.removeprefix("val/"): line for line in all_lines(stack, "val")}
-    assert len(lines) == len(trained.val_items)
     for item, predicted in zip(trained.val_items, trained.val_predictions, strict=True):
         line = lines[item.path.name]
-        assert line.model_version == published.version
+        assert line.model_version == version
         assert line.predicted_class_index == predicted, item.path.name
 
 
@@ -272,29 +278,15 @@ def test_int8_agrees_with_fp32_on_the_held_out_photos(trained, quantized):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_an_int8_worker_serves_the_published_int8_model(trained, quantized, stack, processes):
-    # Given the checkpoint and its int8 model published together
-    models = f"models8-{stack.suffix}"
-    stack.s3.create_bucket(Bucket=models)
-    published = publish(stack.s3, trained.checkpoint, f"s3://{models}", min_accuracy=0.0)
-    for item in trained.val_items:
-        stack.s3.put_object(
-            Bucket=stack.input, Key=f"val8/{item.path.name}", Body=item.path.read_bytes()
-        )
-    # When a worker with the int8 backend resolves the current pointer and serves a job
-    env = stack.env(
-        POSEFLEET_MODEL=published.pointer_uri,
-        POSEFLEET_BACKEND="openvino-int8",
-        POSEFLEET_MODEL_CACHE_DIR=str(trained.checkpoint.parent / "cache8"),
+    # Given the checkpoint and its int8 model published together, when a worker with the int8
+    # backend serves the validation photos
+    version, lines = serve_published(
+        trained, stack, processes, "val8", POSEFLEET_BACKEND="openvino-int8"
     )
-    worker = processes.worker("int8", env, "--exit-when-idle", "3")
-    produce(stack, "val8/", "val8", task_size=20)
-    assert worker.popen.wait(timeout=180) == 0
     # Then it downloaded the int8 model beside the checkpoint, says so in every result, and
     # agrees with training's fp32 predictions on at least 99% of the photos
-    lines = {line.key.removeprefix("val8/"): line for line in all_lines(stack, "val8")}
-    assert len(lines) == len(trained.val_items)
     assert {line.model_version for line in lines.values()} == {
-        int8_version(published.version, trained.checkpoint)
+        int8_version(version, trained.checkpoint)
     }
     same = sum(
         lines[item.path.name].predicted_class_index == predicted
