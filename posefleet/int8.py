@@ -20,7 +20,7 @@ OpenVINO is imported only when a model is read or written (``pip install 'posefl
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ __all__ = [
 
 INT8_SUFFIXES = (".int8.xml", ".int8.bin")
 _RT_KEY = "posefleet"  # rt_info section of the IR
-_FIELDS = ("checkpoint_version", "agreement", "heldout_images", "calibration_images", "created_at")
+_NUMBERS = {"agreement": float, "heldout_images": int, "calibration_images": int}  # rt_info: text
 
 
 class Int8Mismatch(RuntimeError):
@@ -52,13 +52,7 @@ class Int8Info:
     created_at: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "checkpoint_version": self.checkpoint_version,
-            "agreement": self.agreement,
-            "heldout_images": self.heldout_images,
-            "calibration_images": self.calibration_images,
-            "created_at": self.created_at,
-        }
+        return asdict(self)
 
 
 def int8_paths(checkpoint: Path) -> tuple[Path, Path]:
@@ -104,16 +98,10 @@ def read_int8(checkpoint: Path, checkpoint_version: str) -> tuple[Any, Int8Info]
         )
     model = ov.Core().read_model(str(xml))
     try:
-        meta = {name: model.get_rt_info([_RT_KEY, name]).astype(str) for name in _FIELDS}
+        meta = {f.name: model.get_rt_info([_RT_KEY, f.name]).astype(str) for f in fields(Int8Info)}
     except RuntimeError as e:
         raise Int8Mismatch(f"{xml} has no posefleet metadata; was it written by posefleet?") from e
-    info = Int8Info(
-        checkpoint_version=meta["checkpoint_version"],
-        agreement=float(meta["agreement"]),
-        heldout_images=int(meta["heldout_images"]),
-        calibration_images=int(meta["calibration_images"]),
-        created_at=meta["created_at"],
-    )
+    info = Int8Info(**{name: _NUMBERS.get(name, str)(value) for name, value in meta.items()})
     if info.checkpoint_version != checkpoint_version:
         raise Int8Mismatch(
             f"{xml.name} was made from checkpoint {info.checkpoint_version}, but {checkpoint.name} "
