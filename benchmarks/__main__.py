@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,19 +121,26 @@ def _contiguous_predict(clf: Classifier) -> Callable[[list[torch.Tensor]], torch
 
 
 STAGES = ("fetch", "decode", "infer", "write")
-RUN_TITLES = {
-    "nodraft": "posefleet (torch, no draft)",
-    "draft": "posefleet (torch)",
-    "openvino": "posefleet (OpenVINO)",
-    "int8": "posefleet (OpenVINO int8)",
-}
+BACKEND_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One worker run of the benchmark."""
+
+    label: str
+    draft: bool
+    backend: str
+    title: str
+
+
 VARIANTS = (
-    ("nodraft", False, "torch"),
-    ("draft", True, "torch"),
-    ("openvino", True, "openvino"),
-    ("int8", True, "openvino-int8"),
+    Variant("nodraft", False, "torch", "posefleet worker, JPEG draft off (before)"),
+    Variant("draft", True, "torch", "posefleet worker, JPEG draft on (default)"),
+    Variant("openvino", True, "openvino", "posefleet worker, draft on, OpenVINO backend"),
+    Variant("int8", True, "openvino-int8", "posefleet worker, draft on, OpenVINO int8 backend"),
 )
-LABELS = {"torch": "draft", "openvino": "openvino", "openvino-int8": "int8"}
+SERVED = {v.backend: v for v in VARIANTS if v.draft}  # each backend as the fleet runs it
 
 try:
     import openvino  # noqa: F401
@@ -380,9 +388,6 @@ def corpus_items(files: dict[str, bytes], count: int, seed: int) -> list[Labelle
     ]
 
 
-BACKEND_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=240)
@@ -397,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--runs",
-        default=",".join(label for label, _, _ in VARIANTS),
+        default=",".join(v.label for v in VARIANTS),
         help="worker runs to make (default: all); fewer ones need --no-doc",
     )
     args = p.parse_args(argv)
@@ -434,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{rep + 1}/{args.repeat}] baseline: {len(keys) / seconds:.2f} img/s",
                 file=sys.stderr,
             )
-            for label, draft, backend in VARIANTS:
-                if backend not in backends or label not in wanted:
+            for v in VARIANTS:
+                if v.backend not in backends or v.label not in wanted:
                     continue
                 run = run_posefleet(
                     aws,
@@ -443,14 +448,14 @@ def main(argv: list[str] | None = None) -> int:
                     sqs,
                     keys,
                     model,
-                    label=label,
+                    label=v.label,
                     batch=args.batch_size,
-                    draft=draft,
-                    backend=backend,
+                    draft=v.draft,
+                    backend=v.backend,
                 )
-                all_runs.setdefault(label, []).append(run)
+                all_runs.setdefault(v.label, []).append(run)
                 print(
-                    f"[{rep + 1}/{args.repeat}] posefleet {label}: "
+                    f"[{rep + 1}/{args.repeat}] posefleet {v.label}: "
                     f"{len(keys) / run['seconds']:.2f} img/s",
                     file=sys.stderr,
                 )
@@ -490,15 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         return (title, rate, rate / base_rate, "-", "-")
 
     b = args.batch_size
-    worker_titles = {
-        "nodraft": "posefleet worker, JPEG draft off (before)",
-        "draft": "posefleet worker, JPEG draft on (default)",
-        "openvino": "posefleet worker, draft on, OpenVINO backend",
-        "int8": "posefleet worker, draft on, OpenVINO int8 backend",
-    }
     rows = [
         model_row("seed-style baseline (download, full decode, batch of 1)", base_rate),
-        *(worker_row(worker_titles[label], r) for label, r in runs.items()),
+        *(worker_row(v.title, runs[v.label]) for v in VARIANTS if v.label in runs),
         model_row(f"model alone, batch {b}, channels_last off", ceilings["torch-contiguous"]),
         *(
             model_row(f"model alone, batch {b}, {BACKEND_TITLES[be]} (ceiling)", ceilings[be])
@@ -510,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, r in runs.items()
     )
     efficiency = {
-        be: n / runs[LABELS[be]]["seconds"] / ceilings[be] for be in backends if LABELS[be] in runs
+        be: n / runs[v.label]["seconds"] / ceilings[be]
+        for be, v in SERVED.items()
+        if v.label in runs
     }
     trained_line = (
         [
@@ -556,9 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         + ".",
         *cost_lines(
             {
-                RUN_TITLES[label]: n / r["seconds"]
-                for label, r in runs.items()
-                if label != "nodraft"
+                f"posefleet ({BACKEND_TITLES[be]})": n / runs[v.label]["seconds"]
+                for be, v in SERVED.items()
+                if v.label in runs
             },
             base_s / n,
         ),
