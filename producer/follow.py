@@ -25,9 +25,13 @@ class JobStalled(RuntimeError):
 
 
 def dead_letter_url(sqs: Any, queue_url: str) -> str | None:
-    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])[
-        "Attributes"
-    ]
+    """The dead-letter queue named by ``queue_url``'s RedrivePolicy, or None if it has none.
+
+    SQS leaves ``Attributes`` out of its answer when none of the asked attributes is set.
+    """
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
+        "Attributes", {}
+    )
     if "RedrivePolicy" not in attrs:
         return None
     arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]
@@ -40,7 +44,7 @@ def queue_depth(sqs: Any, url: str) -> int:
     attrs = sqs.get_queue_attributes(
         QueueUrl=url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
+    ).get("Attributes", {})
     return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
         attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
     )
@@ -74,6 +78,13 @@ def follow(
     """Poll until the job is complete; raises :class:`JobStalled` or ``TimeoutError``."""
     stream = stream or sys.stderr
     dlq = dead_letter_url(sqs, manifest.queue_url)
+    if dlq is None:
+        print(
+            f"job {manifest.job_id}: {manifest.queue_url} has no dead-letter queue "
+            "(no RedrivePolicy): tasks that keep failing are retried until they expire",
+            file=stream,
+            flush=True,
+        )
     started = time.monotonic()
     first = read_progress(s3, location, manifest)
     interactive = stream.isatty()
