@@ -33,7 +33,9 @@ __all__ = [
     "TaskMessage",
     "make_task_id",
     "parse_message",
+    "partition_id",
     "plan_tasks",
+    "split_task_id",
 ]
 
 TASK_VERSION = 1
@@ -91,10 +93,38 @@ class ParsedMessage:
     kind: Literal["task", "s3_event", "s3_test_event"]
 
 
-def make_task_id(index: int, keys: Sequence[str]) -> str:
-    """Deterministic for the job: the task's position and a digest of its keys."""
+def partition_id(*bounds: str | None) -> str:
+    """A partition's id: a SHA-256 prefix (10 hex digits) of what bounds it, e.g. the listing
+    range ``(lo, hi]`` or the inventory data file's key. Same bounds, same id."""
+    text = "\x00".join("\x01" if b is None else b for b in bounds)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def make_task_id(index: int, keys: Sequence[str], partition: str | None = None) -> str:
+    """The one definition of task ids; deterministic for a given source.
+
+    ``<partition>-<index:06d>-<digest>``: ``partition`` is :func:`partition_id` of the bounds
+    of the partition the task comes from (a range ``(lo, hi]`` of the listed key space, an S3
+    Inventory data file, a keys file). The source derives those bounds from the keys alone
+    (producer/sources.py: a range is split at characters of the key where its first page ends,
+    never by timing or by which lister got there first), so parallel listing cuts the same
+    partitions every run. ``index`` counts the partition's tasks from 0 in key order and
+    ``digest`` is a SHA-256 prefix of the task's keys, so a task id names its keys. Without a
+    partition (a plain list of keys) the id is ``<index:06d>-<digest>``.
+    """
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
-    return f"{index:06d}-{digest}"
+    return f"{partition}-{index:06d}-{digest}" if partition else f"{index:06d}-{digest}"
+
+
+def split_task_id(task_id: str) -> tuple[str | None, int]:
+    """``(partition, index)`` of a task id from :func:`make_task_id` (partition None for ids
+    made without one); raises ValueError for other ids."""
+    parts = task_id.split("-")
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    if len(parts) == 2 and parts[0].isdigit():
+        return None, int(parts[0])
+    raise ValueError(f"{task_id!r} is not a planned task id")
 
 
 def plan_tasks(
@@ -105,15 +135,18 @@ def plan_tasks(
     task_size: int,
     results: str,
     enqueued_at: float | None = None,
+    partition: str | None = None,
+    first_index: int = 0,
 ) -> Iterator[TaskMessage]:
-    """Group keys (in the given order) into tasks of at most ``task_size`` keys."""
+    """Group keys (in the given order) into tasks of at most ``task_size`` keys, numbered
+    from ``first_index`` within ``partition`` (see :func:`make_task_id`)."""
     if task_size < 1:
         raise ValueError("task_size must be at least 1")
-    for index, start in enumerate(range(0, len(keys), task_size)):
+    for index, start in enumerate(range(0, len(keys), task_size), start=first_index):
         chunk = tuple(keys[start : start + task_size])
         yield TaskMessage(
             job_id=job_id,
-            task_id=make_task_id(index, chunk),
+            task_id=make_task_id(index, chunk, partition),
             bucket=bucket,
             keys=chunk,
             results=results,
