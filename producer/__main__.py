@@ -81,6 +81,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("job_id")
     status.add_argument("--wait", action="store_true", help="follow until complete")
     status.add_argument("--timeout", type=float)
+    status.add_argument(
+        "--exact",
+        action="store_true",
+        help="count every result (a parallel listing) instead of sampling a large job",
+    )
     _common(status)
     report = sub.add_parser("report", help="write a self-contained HTML report of a job")
     report.add_argument("job_id")
@@ -99,9 +104,24 @@ def parser() -> argparse.ArgumentParser:
     _common(redrive)
     export = sub.add_parser("export", help="merge a job's results into one file")
     export.add_argument("job_id")
-    export.add_argument("--out", required=True, help="a local file, or s3://bucket/key")
     export.add_argument(
-        "--format", choices=("csv", "jsonl", "parquet"), help="default: from the file's extension"
+        "--out",
+        required=True,
+        help="a local file or s3://bucket/key; a directory (ending in /) for Parquet part files",
+    )
+    export.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "parquet"),
+        help="default: from the file's extension (parquet for a directory)",
+    )
+    export.add_argument(
+        "--part-rows",
+        type=int,
+        default=1_000_000,
+        help="rows per Parquet part file when --out is a directory (default 1,000,000)",
+    )
+    export.add_argument(
+        "--threads", type=int, default=32, help="result objects read at once (default 32)"
     )
     _common(export)
     return p
@@ -203,49 +223,97 @@ def _wait(
 
 
 def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.results import read_manifest, read_progress
+    from producer.follow import Follower
+    from producer.listing import list_client
+    from producer.results import read_manifest
 
-    s3, sqs = client("s3"), client("sqs")
+    s3, sqs = list_client(), client("sqs")
     location = ResultsLocation.parse(_endpoints(settings, sqs).results)
     manifest = read_manifest(s3, location, args.job_id)
     if args.wait:
         return _wait(s3, sqs, location, manifest, args.timeout)
-    p = read_progress(s3, location, manifest)
-    print(
-        json.dumps(
-            {
-                "job_id": p.job_id,
-                "tasks_done": p.tasks_done,
-                "tasks_total": p.tasks_total,
-                "tasks_remaining": p.tasks_remaining,
-                "images_done": p.images_done,
-                "images_total": p.images_total,
-                "complete": p.complete,
-            },
-            indent=2,
+    if not manifest.complete:
+        print(
+            json.dumps(
+                {
+                    "job_id": manifest.job_id,
+                    "submitting": True,
+                    "tasks_planned": manifest.tasks,
+                    "tasks_sent": manifest.tasks_sent,
+                    "images_planned": manifest.images,
+                    "complete": False,
+                },
+                indent=2,
+            )
         )
-    )
+        return EXIT_OK
+    view = Follower(s3, sqs, location, manifest, failures_per_poll=3).poll(exact=args.exact)
+    shown = view.as_dict()
+    since = _seconds_since(manifest.created_at)
+    if since and not view.progress.complete:  # one look: the average rate since submit
+        rate = view.progress.images_done / since
+        remaining = view.progress.images_total - view.progress.images_done
+        shown["images_per_s"] = round(rate, 1)
+        shown["eta_s"] = round(remaining / rate) if rate > 0 else None
+    print(json.dumps(shown, indent=2))
     return EXIT_OK
 
 
+def _seconds_since(iso: str) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(UTC) - then).total_seconds()) or None
+
+
 def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.results import export, iter_results, read_manifest, summarize
+    import tempfile
 
-    s3 = client("s3")
+    from producer.listing import list_client
+    from producer.results import (
+        Summary,
+        counted,
+        export,
+        iter_results,
+        read_manifest,
+        write_parquet_parts,
+    )
+
+    s3 = list_client(max_pool=max(32, args.threads))
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
-    fmt = args.format or Path(args.out).suffix.lstrip(".").lower()
-    lines = list(iter_results(s3, location, args.job_id))
-    if args.out.startswith("s3://"):
-        import tempfile
+    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
+    if args.part_rows < 1:
+        raise ValueError("--part-rows must be at least 1")
+    to_s3 = args.out.startswith("s3://")
+    parts = args.out.endswith("/")
+    fmt = args.format or ("parquet" if parts else Path(args.out).suffix.lstrip(".").lower())
+    if parts and fmt != "parquet":
+        raise ValueError("a directory --out (ending in /) takes Parquet part files only")
+    summary = Summary()
+    lines = counted(
+        iter_results(s3, location, args.job_id, manifest=manifest, threads=args.threads), summary
+    )
+    bucket, _, key = args.out[5:].partition("/") if to_s3 else ("", "", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        if parts:
+            where = Path(tmp) / "parts" if to_s3 else Path(args.out)
 
-        bucket, _, key = args.out[5:].partition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            n = export(lines, Path(tmp) / Path(key).name, fmt)
-            s3.upload_file(str(Path(tmp) / Path(key).name), bucket, key)
-    else:
-        n = export(lines, Path(args.out), fmt)
-    print(json.dumps({"written": n, "out": args.out, **summarize(lines).as_dict()}, indent=2))
+            def ship(path: Path) -> None:  # each part goes up as soon as it is closed
+                if to_s3:
+                    s3.upload_file(str(path), bucket, key + path.name)
+                    path.unlink()
+
+            n = write_parquet_parts(lines, where, part_rows=args.part_rows, on_part=ship)
+        elif to_s3:
+            local = Path(tmp) / Path(key).name
+            n = export(lines, local, fmt)
+            s3.upload_file(str(local), bucket, key)
+        else:
+            n = export(lines, Path(args.out), fmt)
+    print(json.dumps({"written": n, "out": args.out, **summary.as_dict()}, indent=2))
     return EXIT_OK
 
 

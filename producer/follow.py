@@ -1,23 +1,52 @@
 """Following a job until every task has a result: a progress bar on a terminal, plain lines
 otherwise, and a clear failure when tasks ended in the dead-letter queue.
 
-IAM: ``sqs:GetQueueAttributes`` on the tasks queue and its dead-letter queue.
+Each poll costs a bounded number of calls whatever the job's size (``producer/results.py``): a
+job of at most ``EXACT_TASKS`` tasks is listed exactly and each finished task's object is read
+once (failed images exact); a larger one is sampled (``WINDOWS`` LIST calls), a few finished
+tasks' objects are read per poll to estimate the failed images, and the queue's and the
+dead-letter queue's depths are read (two calls). When the estimate says every task is done, or
+the queue has been empty a while, a parallel listing confirms it exactly. The poll interval
+grows with the job: 2 s up to ``EXACT_TASKS`` tasks, then with the square root of the size, at
+most 30 s.
+
+IAM: ``sqs:GetQueueAttributes`` (and ``sqs:GetQueueUrl``) on the tasks queue and its
+dead-letter queue.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import sys
 import time
+from dataclasses import dataclass
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from posefleet.layout import Manifest, ResultsLocation
-from posefleet.result import load_lines
-from producer.results import JobProgress, read_progress
+from producer.results import (
+    EXACT_TASKS,
+    FailureSample,
+    JobProgress,
+    TaskSpace,
+    read_manifest,
+    read_progress,
+)
 
-__all__ = ["JobStalled", "dead_letter_url", "follow", "queue_depth"]
+__all__ = [
+    "Follower",
+    "JobStalled",
+    "LiveView",
+    "dead_letter_url",
+    "follow",
+    "poll_interval",
+    "queue_depth",
+]
+
+CONFIRM_EVERY = 5  # polls with an empty queue between exact confirmations
 
 
 class JobStalled(RuntimeError):
@@ -32,6 +61,10 @@ def dead_letter_url(sqs: Any, queue_url: str) -> str | None:
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
         "Attributes", {}
     )
+    return _dlq_of(sqs, attrs)
+
+
+def _dlq_of(sqs: Any, attrs: dict[str, str]) -> str | None:
     if "RedrivePolicy" not in attrs:
         return None
     arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]
@@ -39,30 +72,164 @@ def dead_letter_url(sqs: Any, queue_url: str) -> str | None:
     return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
 
 
+DEPTH = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+
+
+def _depths(attrs: dict[str, str]) -> tuple[int, int]:
+    return int(attrs.get(DEPTH[0], 0)), int(attrs.get(DEPTH[1], 0))
+
+
 def queue_depth(sqs: Any, url: str) -> int:
     """Visible plus in-flight messages (approximate, as SQS reports them)."""
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    ).get("Attributes", {})
-    return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
-        attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
-    )
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=DEPTH).get("Attributes", {})
+    return sum(_depths(attrs))
 
 
-class _Failures:
-    """Error lines in the tasks finished so far; each task's object is read once."""
+def poll_interval(tasks: int) -> float:
+    """Seconds between polls for a job of ``tasks`` tasks: 2 s, growing past EXACT_TASKS."""
+    return min(30.0, 2.0 * math.sqrt(max(1.0, tasks / EXACT_TASKS)))
 
-    def __init__(self, s3: Any, location: ResultsLocation, job_id: str) -> None:
-        self.s3, self.location, self.job_id = s3, location, job_id
-        self.per_task: dict[str, int] = {}
 
-    def count(self, done_ids: frozenset[str]) -> int:
-        for task_id in done_ids - self.per_task.keys():
-            key = self.location.task_key(self.job_id, task_id)
-            body = self.s3.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
-            self.per_task[task_id] = sum(1 for line in load_lines(body) if line.status == "error")
-        return sum(self.per_task.values())
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    progress: JobProgress
+    failed: int
+    failed_exact: bool
+    queued: int  # visible messages on the tasks queue (all jobs on it)
+    in_flight: int
+    dead: int  # messages in the dead-letter queue (0 without one)
+    rate: float  # images per second since following began (0.0 before two polls)
+    eta: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "job_id": p.job_id,
+            "tasks_done": p.tasks_done,
+            "tasks_total": p.tasks_total,
+            "tasks_remaining": p.tasks_remaining,
+            "images_done": p.images_done,
+            "images_total": p.images_total,
+            "failed": self.failed,
+            "complete": p.complete,
+            "exact": p.exact,
+            "failed_exact": self.failed_exact,
+            "sampled_tasks": p.sampled_tasks,
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "dead_letter": self.dead,
+            "images_per_s": round(self.rate, 1),
+            "eta_s": None if self.eta is None else round(self.eta),
+        }
+
+    def line(self) -> str:
+        p = self.progress
+        approx = "" if p.exact else "~"
+        failed = f"{'' if self.failed_exact else '~'}{self.failed} failed"
+        sample = "" if p.exact else f", estimated from {p.sampled_tasks} tasks"
+        eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
+        return (
+            f"job {p.job_id}: {approx}{p.images_done}/{p.images_total} images ({failed}), "
+            f"{approx}{p.tasks_remaining} tasks remaining{sample}, {self.rate:.1f} img/s, "
+            f"eta {eta}, dead-letter {self.dead}"
+        )
+
+
+class Follower:
+    """One job's live view, poll after poll: the plan's task space is read once, the
+    dead-letter queue found once, the failure sample accumulates."""
+
+    def __init__(
+        self,
+        s3: Any,
+        sqs: Any,
+        location: ResultsLocation,
+        manifest: Manifest,
+        *,
+        rng: random.Random | None = None,
+        failures_per_poll: int = 4,
+    ) -> None:
+        self.s3, self.sqs, self.location, self.manifest = s3, sqs, location, manifest
+        self.rng = rng or random.Random()
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=manifest.queue_url, AttributeNames=["RedrivePolicy", *DEPTH]
+        ).get("Attributes", {})
+        self.dlq = _dlq_of(sqs, attrs)
+        self._first_depths: tuple[int, int] | None = _depths(attrs)
+        self.space = TaskSpace.of(s3, location, manifest)
+        self.failures = FailureSample(s3, location, manifest.job_id, per_poll=failures_per_poll)
+        self.started = time.monotonic()
+        self.first: JobProgress | None = None
+        self.empty_polls = 0
+
+    @property
+    def large(self) -> bool:
+        return self.space.tasks > EXACT_TASKS
+
+    def depths(self) -> tuple[int, int, int]:
+        if self._first_depths is not None:
+            queued, in_flight = self._first_depths
+            self._first_depths = None
+        else:
+            queued, in_flight = _depths(
+                self.sqs.get_queue_attributes(
+                    QueueUrl=self.manifest.queue_url, AttributeNames=DEPTH
+                ).get("Attributes", {})
+            )
+        dead = queue_depth(self.sqs, self.dlq) if self.dlq else 0
+        return queued, in_flight, dead
+
+    def poll(self, *, exact: bool = False) -> LiveView:
+        progress = read_progress(
+            self.s3, self.location, self.manifest, space=self.space, rng=self.rng, exact=exact
+        )
+        queued, in_flight, dead = self.depths()
+        self.empty_polls = self.empty_polls + 1 if queued + in_flight == 0 else 0
+        if (
+            self.large
+            and not progress.exact
+            and (progress.looks_done or self.empty_polls % CONFIRM_EVERY == 1)
+        ):
+            # the estimate says done, or nothing is left on the queue: count exactly
+            progress = read_progress(
+                self.s3, self.location, self.manifest, space=self.space, exact=True
+            )
+        failed = self.failures.update(progress, self.rng)
+        if self.first is None:
+            self.first = progress
+        elapsed = time.monotonic() - self.started
+        gained = progress.images_done - self.first.images_done
+        rate = gained / elapsed if elapsed > 0 and gained > 0 else 0.0
+        remaining = progress.images_total - progress.images_done
+        return LiveView(
+            progress=progress,
+            failed=failed,
+            failed_exact=self.failures.exact,
+            queued=queued,
+            in_flight=in_flight,
+            dead=dead,
+            rate=rate,
+            eta=remaining / rate if rate > 0 else None,
+        )
+
+
+def _planned(
+    s3: Any, location: ResultsLocation, manifest: Manifest, stream: IO[str], interval: float
+) -> Manifest:
+    """The manifest once its plan is complete (a submit may still be running)."""
+    said = False
+    while not manifest.complete:
+        if not said:
+            print(
+                f"job {manifest.job_id}: still being submitted "
+                f"({manifest.tasks_sent or 0} of {manifest.tasks} tasks planned so far sent)",
+                file=stream,
+                flush=True,
+            )
+            said = True
+        time.sleep(interval)
+        manifest = read_manifest(s3, location, manifest.job_id)
+    return manifest
 
 
 def follow(
@@ -71,26 +238,28 @@ def follow(
     location: ResultsLocation,
     manifest: Manifest,
     *,
-    interval: float = 2.0,
+    interval: float | None = None,
     timeout: float | None = None,
     stream: IO[str] | None = None,
 ) -> JobProgress:
-    """Poll until the job is complete; raises :class:`JobStalled` or ``TimeoutError``."""
+    """Poll until the job is complete; raises :class:`JobStalled` or ``TimeoutError``.
+
+    ``interval`` defaults to :func:`poll_interval` of the job's size."""
     stream = stream or sys.stderr
-    dlq = dead_letter_url(sqs, manifest.queue_url)
-    if dlq is None:
+    started = time.monotonic()
+    manifest = _planned(s3, location, manifest, stream, interval or 2.0)
+    follower = Follower(s3, sqs, location, manifest)
+    interval = interval if interval is not None else poll_interval(follower.space.tasks)
+    if follower.dlq is None:
         print(
             f"job {manifest.job_id}: {manifest.queue_url} has no dead-letter queue "
             "(no RedrivePolicy): tasks that keep failing are retried until they expire",
             file=stream,
             flush=True,
         )
-    started = time.monotonic()
-    first = read_progress(s3, location, manifest)
     interactive = stream.isatty()
     bar = tqdm(
-        total=manifest.images,
-        initial=first.images_done,
+        total=follower.space.images,
         unit="img",
         desc=f"job {manifest.job_id}",
         file=stream,
@@ -98,44 +267,31 @@ def follow(
         dynamic_ncols=True,
     )
     stalled_polls = 0
-    progress = first
-    failures = _Failures(s3, location, manifest.job_id)
     try:
         while True:
-            progress = read_progress(s3, location, manifest)
+            view = follower.poll()
+            progress = view.progress
             bar.update(progress.images_done - bar.n)
-            dead = queue_depth(sqs, dlq) if dlq else 0
-            elapsed = time.monotonic() - started
-            rate = (progress.images_done - first.images_done) / elapsed if elapsed > 0 else 0.0
-            failed = failures.count(progress.done_ids)
             bar.set_postfix(
                 tasks=f"{progress.tasks_done}/{progress.tasks_total}",
-                failed=failed,
-                dead=dead,
+                failed=view.failed,
+                dead=view.dead,
                 refresh=False,
             )
             if not interactive:
-                eta = (progress.images_total - progress.images_done) / rate if rate > 0 else None
-                print(
-                    f"job {manifest.job_id}: "
-                    f"{progress.images_done}/{progress.images_total} images ({failed} failed), "
-                    f"{progress.tasks_remaining} tasks remaining, {rate:.1f} img/s, "
-                    f"eta {f'{eta:.0f}s' if eta is not None else '?'}, dead-letter {dead}",
-                    file=stream,
-                    flush=True,
-                )
+                print(view.line(), file=stream, flush=True)
             if progress.complete:
                 return progress
             stalled_polls = (
-                stalled_polls + 1 if dead and queue_depth(sqs, manifest.queue_url) == 0 else 0
+                stalled_polls + 1 if view.dead and view.queued + view.in_flight == 0 else 0
             )
             if stalled_polls >= 2:
                 raise JobStalled(
                     f"{progress.tasks_remaining} tasks of job {manifest.job_id} have no result, "
-                    f"the queue is empty and {dead} messages are in the dead-letter queue; "
+                    f"the queue is empty and {view.dead} messages are in the dead-letter queue; "
                     "see docs/operations.md"
                 )
-            if timeout is not None and elapsed > timeout:
+            if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"job {manifest.job_id} not complete after {timeout:.0f}s")
             time.sleep(interval)
     finally:

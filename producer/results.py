@@ -1,27 +1,59 @@
-"""Reading a job's results back: progress, merged lines, summary, export to CSV or JSON Lines.
+"""Reading a job's results back: progress, merged lines, summary, export to CSV, JSON Lines or
+Parquet, at any job size.
+
+**Progress.** A job's task ids sort by partition, then by index within the partition
+(``posefleet.layout``), so the results listing ``tasks/`` is the plan's task space in order and
+a position in it can be listed directly with ``StartAfter``. A job of at most
+:data:`EXACT_TASKS` tasks is counted exactly (every result key, at most a few LIST calls). A
+larger one is *sampled*: :data:`WINDOWS` windows of at most 1,000 consecutive tasks, one per
+equal stratum of the task space at a random offset, are listed concurrently (one LIST each),
+and the fraction of their tasks that have a result estimates the job's. That is a stratified
+sample: unbiased, and within one stratum's share (1/WINDOWS of the job) of the truth however the
+finished tasks cluster. :func:`count_done` gives the exact figure with a parallel listing over
+key ranges (a thread pool, counts only, flat memory); ``status --exact`` and a live view that
+says "done" use it.
+
+**Export.** :func:`iter_results` streams: one lister thread feeds result keys through a bounded
+queue to a bounded pool of GETs, read in order; at most ``threads * 4`` objects are in memory.
+Only keys of the plan's tasks are read (a stale object of another plan is skipped), so each
+image comes once without a set of every key. Parquet is written in row groups, and into several
+part files under a directory (``--out DIR/``) that DuckDB, pandas or Athena read as one dataset.
 
 IAM: ``s3:ListBucket`` and ``s3:GetObject`` on the results prefix.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import gzip
 import json
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import random
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from posefleet.layout import Manifest, ResultsLocation
+from posefleet.layout import Manifest, PartitionSummary, ResultsLocation
 from posefleet.result import ResultLine, load_lines
-from producer.jobs import done_task_ids
+from posefleet.task import split_task_id
+from producer.listing import list_range
 
 __all__ = [
     "CSV_COLUMNS",
+    "EXACT_TASKS",
+    "WINDOWS",
+    "JobNotFound",
     "JobProgress",
+    "Segment",
     "Summary",
+    "TaskSpace",
+    "count_done",
+    "export",
     "iter_results",
     "read_manifest",
     "read_progress",
@@ -30,6 +62,10 @@ __all__ = [
     "write_jsonl",
     "write_parquet",
 ]
+
+EXACT_TASKS = 5000  # jobs of at most this many tasks are counted exactly (<= 5 LIST calls)
+WINDOWS = 10  # sampled windows (one LIST call each) for the live view of a larger job
+PAGE = 1000
 
 
 class JobNotFound(LookupError):
@@ -46,6 +82,96 @@ def read_manifest(s3: Any, location: ResultsLocation, job_id: str) -> Manifest:
     return Manifest.model_validate_json(body)
 
 
+# -- the plan's task space -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One partition's tasks: ids ``<head><index:06d>-<digest>``, ``index`` in ``range(tasks)``;
+    each holds ``task_size`` images but the last, which holds the rest."""
+
+    head: str  # "<partition>-", or "" for ids made without a partition (version 1)
+    tasks: int
+    images: int
+    task_size: int
+
+    def start_after(self, index: int) -> str:
+        """A listing position just before task ``index``'s result key (relative to tasks/)."""
+        return f"{self.head}{index:06d}"
+
+    def images_of(self, index: int) -> int:
+        return self.task_size if index < self.tasks - 1 else self.images - self.task_size * index
+
+
+class TaskSpace:
+    """The tasks of a planned job in result-key order: partitions (segments) by id, tasks by
+    index. Built from the manifest and ``plan/partitions.jsonl.gz`` (version 2) or from the
+    manifest's task ids (version 1); holds one small record per partition, never per task."""
+
+    def __init__(self, segments: Iterable[Segment], *, v1_ids: frozenset[str] | None = None):
+        self.segments = sorted((s for s in segments if s.tasks > 0), key=lambda s: s.head)
+        self.by_head = {s.head: s for s in self.segments}
+        self.starts: list[int] = []
+        total = 0
+        for s in self.segments:
+            self.starts.append(total)
+            total += s.tasks
+        self.tasks = total
+        self.images = sum(s.images for s in self.segments)
+        self.v1_ids = v1_ids
+
+    @classmethod
+    def of(cls, s3: Any, location: ResultsLocation, manifest: Manifest) -> TaskSpace:
+        if manifest.task_ids is not None:  # version 1: the ids are in the manifest
+            ids = manifest.task_ids
+            seg = Segment(
+                head="", tasks=len(ids), images=manifest.images, task_size=manifest.task_size
+            )
+            return cls([seg], v1_ids=frozenset(ids))
+        if not manifest.complete:
+            raise ValueError(
+                f"job {manifest.job_id} is still being submitted (its plan is not complete)"
+            )
+        key = location.partitions_index_key(manifest.job_id)
+        raw = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+        segments = []
+        for line in raw.splitlines():
+            if line.strip():
+                p = PartitionSummary.model_validate_json(line)
+                head = f"{p.partition}-" if p.partition else ""
+                segments.append(Segment(head, p.tasks, p.images, manifest.task_size))
+        return cls(segments)
+
+    def locate(self, position: int) -> tuple[Segment, int]:
+        """The segment and index of the task at ``position`` in ``range(self.tasks)``."""
+        i = bisect.bisect_right(self.starts, position) - 1
+        return self.segments[i], position - self.starts[i]
+
+    def task_of(self, task_id: str) -> tuple[Segment, int] | None:
+        """``(segment, index)`` of one of the plan's task ids; None for any other id."""
+        if self.v1_ids is not None and task_id not in self.v1_ids:
+            return None
+        try:
+            partition, index = split_task_id(task_id)
+        except ValueError:
+            return None
+        seg = self.by_head.get(f"{partition}-" if partition else "")
+        return (seg, index) if seg is not None and index < seg.tasks else None
+
+    def boundaries(self, parts: int) -> list[str]:
+        """``parts + 1`` listing positions (relative to tasks/) cutting the space into ranges of
+        about equal task counts; the last is None-like (the end), given as ``"\\U0010ffff"``."""
+        cuts = sorted({self.tasks * i // parts for i in range(parts)})
+        out = []
+        for c in cuts:
+            seg, index = self.locate(c)
+            out.append(seg.start_after(index))
+        return [*out, "\U0010ffff"]
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class JobProgress:
     job_id: str
@@ -53,7 +179,11 @@ class JobProgress:
     tasks_done: int
     images_total: int
     images_done: int
-    done_ids: frozenset[str] = frozenset()
+    done_ids: frozenset[str] = frozenset()  # exact small jobs only
+    exact: bool = True
+    sampled_tasks: int = 0  # tasks looked at by the sample (estimates only)
+    done_keys: tuple[str, ...] = ()  # result keys seen in the sample, for failure sampling
+    calls: int = 0  # S3 calls this reading took (manifest and plan index not counted)
 
     @property
     def tasks_remaining(self) -> int:
@@ -61,43 +191,267 @@ class JobProgress:
 
     @property
     def complete(self) -> bool:
+        """Every task has a result, by an exact count (an estimate never completes a job)."""
+        return self.exact and self.tasks_done >= self.tasks_total
+
+    @property
+    def looks_done(self) -> bool:
         return self.tasks_done >= self.tasks_total
 
 
-def read_progress(s3: Any, location: ResultsLocation, manifest: Manifest) -> JobProgress:
-    done = done_task_ids(s3, location, manifest.job_id)
-    sizes = [manifest.task_size] * manifest.tasks
-    if sizes:
-        sizes[-1] = manifest.images - manifest.task_size * (manifest.tasks - 1)
-    images_done = sum(
-        n for task_id, n in zip(manifest.task_ids, sizes, strict=True) if task_id in done
-    )
+def _result_keys(
+    s3: Any, location: ResultsLocation, job_id: str, *, after: str | None, until: str | None
+) -> Iterator[list[str]]:
+    head = location.tasks_prefix(job_id)
+    for keys, _ in list_range(
+        s3,
+        location.bucket,
+        head,
+        after=head + after if after else None,
+        until=head + until if until else None,
+    ):
+        yield keys
+
+
+def _task_id(location: ResultsLocation, job_id: str, key: str) -> str | None:
+    return location.task_id_of(job_id, key)
+
+
+def count_done(
+    s3: Any, location: ResultsLocation, job_id: str, space: TaskSpace, *, threads: int = 32
+) -> tuple[int, int, int]:
+    """Exact ``(tasks_done, images_done, calls)``: the results listed in parallel over key
+    ranges of about equal task counts, counted as they stream (memory flat)."""
+    parts = max(1, min(threads * 4, -(-space.tasks // (PAGE * 8))))
+    cuts = space.boundaries(parts)
+
+    def one(i: int) -> tuple[int, int, int]:
+        tasks = images = calls = 0
+        until = None if i + 1 == len(cuts) - 1 else cuts[i + 1]
+        for keys in _result_keys(s3, location, job_id, after=cuts[i], until=until):
+            calls += 1
+            for key in keys:
+                found = space.task_of(_task_id(location, job_id, key) or "")
+                if found:
+                    tasks += 1
+                    images += found[0].images_of(found[1])
+        return tasks, images, calls
+
+    with ThreadPoolExecutor(min(threads, len(cuts) - 1)) as pool:
+        counted = list(pool.map(one, range(len(cuts) - 1)))
+    return tuple(sum(c[i] for c in counted) for i in range(3))  # type: ignore[return-value]
+
+
+def _exact_small(
+    s3: Any, location: ResultsLocation, manifest: Manifest, space: TaskSpace
+) -> JobProgress:
+    done: set[str] = set()
+    images = calls = 0
+    for keys in _result_keys(s3, location, manifest.job_id, after=None, until=None):
+        calls += 1
+        for key in keys:
+            task_id = _task_id(location, manifest.job_id, key)
+            found = space.task_of(task_id or "")
+            if found and task_id not in done:
+                done.add(task_id)  # type: ignore[arg-type]
+                images += found[0].images_of(found[1])
     return JobProgress(
         job_id=manifest.job_id,
-        tasks_total=manifest.tasks,
-        tasks_done=len(done & set(manifest.task_ids)),
-        images_total=manifest.images,
-        images_done=images_done,
-        done_ids=frozenset(done & set(manifest.task_ids)),
+        tasks_total=space.tasks,
+        tasks_done=len(done),
+        images_total=space.images,
+        images_done=images,
+        done_ids=frozenset(done),
+        calls=calls,
     )
+
+
+def _sampled(
+    s3: Any,
+    location: ResultsLocation,
+    manifest: Manifest,
+    space: TaskSpace,
+    *,
+    windows: int,
+    rng: random.Random,
+) -> JobProgress:
+    head = location.tasks_prefix(manifest.job_id)
+    stratum = space.tasks / windows
+
+    def window(j: int) -> tuple[int, int, int, int, list[str]]:
+        seg, index = space.locate(int((j + rng.random()) * stratum))
+        width = min(PAGE, seg.tasks - index)
+        page = s3.list_objects_v2(
+            Bucket=location.bucket,
+            Prefix=head + seg.head,
+            StartAfter=head + seg.start_after(index),
+            MaxKeys=width,
+        )
+        in_window = sum(seg.images_of(i) for i in range(index, index + width))
+        done = done_images = 0
+        keys = []
+        for obj in page.get("Contents", ()):
+            found = space.task_of(_task_id(location, manifest.job_id, obj["Key"]) or "")
+            if found and found[0] is seg and index <= found[1] < index + width:
+                done += 1
+                done_images += seg.images_of(found[1])
+                keys.append(obj["Key"])
+        return width, done, in_window, done_images, keys
+
+    with ThreadPoolExecutor(windows) as pool:
+        got = list(pool.map(window, range(windows)))
+    looked = sum(g[0] for g in got)
+    done = sum(g[1] for g in got)
+    images_looked = sum(g[2] for g in got) or 1
+    images_done = sum(g[3] for g in got)
+    tasks_done = round(space.tasks * done / looked) if looked else 0
+    if done < looked:  # a task seen missing: the estimate must not say "all done"
+        tasks_done = min(tasks_done, space.tasks - 1)
+    return JobProgress(
+        job_id=manifest.job_id,
+        tasks_total=space.tasks,
+        tasks_done=tasks_done,
+        images_total=space.images,
+        images_done=min(space.images, round(space.images * images_done / images_looked)),
+        exact=False,
+        sampled_tasks=looked,
+        done_keys=tuple(k for g in got for k in g[4]),
+        calls=windows,
+    )
+
+
+def read_progress(
+    s3: Any,
+    location: ResultsLocation,
+    manifest: Manifest,
+    *,
+    space: TaskSpace | None = None,
+    exact: bool = False,
+    windows: int = WINDOWS,
+    rng: random.Random | None = None,
+) -> JobProgress:
+    """The job's progress: exact for a job of at most :data:`EXACT_TASKS` tasks or when
+    ``exact``, else estimated from ``windows`` sampled LIST calls (see the module doc)."""
+    space = space or TaskSpace.of(s3, location, manifest)
+    if space.tasks <= EXACT_TASKS:
+        return _exact_small(s3, location, manifest, space)
+    if exact:
+        tasks, images, calls = count_done(s3, location, manifest.job_id, space)
+        return JobProgress(
+            job_id=manifest.job_id,
+            tasks_total=space.tasks,
+            tasks_done=tasks,
+            images_total=space.images,
+            images_done=images,
+            calls=calls,
+        )
+    return _sampled(s3, location, manifest, space, windows=windows, rng=rng or random.Random())
+
+
+class FailureSample:
+    """Failed images among the finished tasks, from their result objects.
+
+    Exact while every finished task can be read once (small jobs: ``read_all``); otherwise a
+    few finished tasks' objects are read per poll (``per_poll``), accumulated across polls, and
+    the failed count is their error rate times the images done."""
+
+    def __init__(
+        self, s3: Any, location: ResultsLocation, job_id: str, *, per_poll: int = 4
+    ) -> None:
+        self.s3, self.location, self.job_id, self.per_poll = s3, location, job_id, per_poll
+        self.read: dict[str, tuple[int, int]] = {}  # result key -> (images, errors)
+        self.exact = True
+
+    def _read(self, key: str) -> None:
+        body = self.s3.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        lines = load_lines(body)
+        self.read[key] = (len(lines), sum(1 for line in lines if line.status == "error"))
+
+    def update(self, progress: JobProgress, rng: random.Random | None = None) -> int:
+        """Failed images so far (an estimate when ``progress`` is)."""
+        if progress.exact and progress.done_ids:
+            keys = [self.location.task_key(self.job_id, t) for t in progress.done_ids]
+            todo = [k for k in keys if k not in self.read]
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(self._read, todo))
+            self.exact = True
+            return sum(self.read[k][1] for k in keys)
+        self.exact = False
+        unseen = [k for k in progress.done_keys if k not in self.read]
+        for key in (rng or random).sample(unseen, min(self.per_poll, len(unseen))):
+            self._read(key)
+        images = sum(n for n, _ in self.read.values())
+        errors = sum(e for _, e in self.read.values())
+        return round(progress.images_done * errors / images) if images else 0
+
+    @property
+    def sampled_images(self) -> int:
+        return sum(n for n, _ in self.read.values())
+
+
+# -- reading every line ---------------------------------------------------------------------------
 
 
 def iter_results(
-    s3: Any, location: ResultsLocation, job_id: str, *, threads: int = 16
+    s3: Any,
+    location: ResultsLocation,
+    job_id: str,
+    *,
+    manifest: Manifest | None = None,
+    threads: int = 32,
 ) -> Iterator[ResultLine]:
-    """Every result line of the job, each image once, in task order."""
-    keys = [location.task_key(job_id, t) for t in sorted(done_task_ids(s3, location, job_id))]
+    """Every result line of the job's finished tasks, in task order, streamed.
+
+    One thread lists (into a bounded queue), ``threads`` GETs run at once, at most
+    ``threads * 4`` objects are held; each image once, since only the plan's tasks are read."""
+    manifest = manifest or read_manifest(s3, location, job_id)
+    space = TaskSpace.of(s3, location, manifest)
+    keys: queue.Queue[str | None] = queue.Queue(maxsize=threads * 8)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def lister() -> None:
+        try:
+            for page in _result_keys(s3, location, job_id, after=None, until=None):
+                for key in page:
+                    if space.task_of(_task_id(location, job_id, key) or ""):
+                        while not stop.is_set():
+                            try:
+                                keys.put(key, timeout=0.5)
+                                break
+                            except queue.Full:
+                                continue
+                        if stop.is_set():
+                            return
+        except BaseException as e:  # handed to the consumer, raised there
+            failure.append(e)
+        finally:
+            keys.put(None)
 
     def read(key: str) -> list[ResultLine]:
         return load_lines(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
 
-    seen: set[tuple[str, str]] = set()
-    with ThreadPoolExecutor(threads) as pool:
-        for lines in pool.map(read, keys):
-            for line in lines:
-                if (line.bucket, line.key) not in seen:
-                    seen.add((line.bucket, line.key))
-                    yield line
+    listing = threading.Thread(target=lister, name="results-lister", daemon=True)
+    listing.start()
+    pending: deque[Future[list[ResultLine]]] = deque()
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            ended = False
+            while not ended or pending:
+                while not ended and len(pending) < threads * 4:
+                    key = keys.get()
+                    if key is None:
+                        ended = True
+                        break
+                    pending.append(pool.submit(read, key))
+                if pending:
+                    yield from pending.popleft().result()
+    finally:
+        stop.set()
+        for f in pending:
+            f.cancel()
+    if failure:
+        raise failure[0]
 
 
 @dataclass(slots=True)
@@ -107,6 +461,15 @@ class Summary:
     per_pose: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     confidence_bins: list[int] = field(default_factory=lambda: [0] * 10)  # [0, 0.1), ... [0.9, 1]
+
+    def add(self, line: ResultLine) -> None:
+        self.images += 1
+        if line.status == "ok":
+            self.ok += 1
+            self.per_pose[line.predicted_class_name or str(line.predicted_class_id)] += 1
+            self.confidence_bins[min(9, int((line.confidence or 0) * 10))] += 1
+        else:
+            self.errors[str(line.error_kind)] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,16 +483,18 @@ class Summary:
 
 
 def summarize(lines: Iterable[ResultLine]) -> Summary:
+    """Counts only: the lines stream through, none is kept."""
     s = Summary()
     for line in lines:
-        s.images += 1
-        if line.status == "ok":
-            s.ok += 1
-            s.per_pose[line.predicted_class_name or str(line.predicted_class_id)] += 1
-            s.confidence_bins[min(9, int((line.confidence or 0) * 10))] += 1
-        else:
-            s.errors[str(line.error_kind)] += 1
+        s.add(line)
     return s
+
+
+def counted(lines: Iterable[ResultLine], summary: Summary) -> Iterator[ResultLine]:
+    """``lines`` unchanged, each added to ``summary`` as it passes (one pass for both)."""
+    for line in lines:
+        summary.add(line)
+        yield line
 
 
 # The result line's fields, with original_size split into width and height.
@@ -168,21 +533,102 @@ def write_jsonl(lines: Iterable[ResultLine], out: IO[str]) -> int:
     return n
 
 
-def write_parquet(lines: Iterable[ResultLine], path: Path) -> int:
-    """One row per image, the CSV's columns (probabilities as a JSON string). Needs pyarrow."""
+ROW_GROUP = 50_000  # rows buffered before a Parquet row group is written
+PART_ROWS = 1_000_000  # rows per part file when exporting to a directory
+
+
+def _arrow() -> tuple[Any, Any]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:
         raise ValueError("Parquet export needs pyarrow: pip install 'posefleet[parquet]'") from e
-    rows = [_row(line) for line in lines]
-    columns = {c: [r.get(c) for r in rows] for c in CSV_COLUMNS}
-    pq.write_table(pa.table(columns), path)
-    return len(rows)
+    return pa, pq
+
+
+def _schema(pa: Any) -> Any:
+    ints = {"predicted_class_index", "width", "height"}
+    return pa.schema(
+        [
+            (
+                c,
+                pa.int64() if c in ints else pa.float64() if c == "confidence" else pa.string(),
+            )
+            for c in CSV_COLUMNS
+        ]
+    )
+
+
+def _row_groups(lines: Iterable[ResultLine], pa: Any, schema: Any) -> Iterator[Any]:
+    rows: list[dict[str, Any]] = []
+    for line in lines:
+        rows.append(_row(line))
+        if len(rows) == ROW_GROUP:
+            yield pa.Table.from_pylist(rows, schema=schema)
+            rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_parquet(lines: Iterable[ResultLine], path: Path) -> int:
+    """One Parquet file, one row per image, the CSV's columns (probabilities as a JSON
+    string), written in row groups of :data:`ROW_GROUP` rows (memory flat). Needs pyarrow."""
+    pa, pq = _arrow()
+    schema = _schema(pa)
+    n = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for table in _row_groups(lines, pa, schema):
+            writer.write_table(table)
+            n += table.num_rows
+    return n
+
+
+def write_parquet_parts(
+    lines: Iterable[ResultLine],
+    directory: Path,
+    *,
+    part_rows: int = PART_ROWS,
+    on_part: Callable[[Path], None] | None = None,
+) -> int:
+    """``part-00000.parquet``, ``part-00001.parquet``... of at most ``part_rows`` rows each in
+    ``directory``: one dataset for DuckDB (``'DIR/*.parquet'``), pandas or Athena.
+    ``on_part(path)`` is called as each part is closed (to upload it, for example)."""
+    pa, pq = _arrow()
+    schema = _schema(pa)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = part = in_part = 0
+    writer = None
+    path = directory / "part-00000.parquet"
+    try:
+        for table in _row_groups(lines, pa, schema):
+            while table.num_rows:
+                if writer is None:
+                    path = directory / f"part-{part:05d}.parquet"
+                    writer = pq.ParquetWriter(path, schema)
+                take = min(table.num_rows, part_rows - in_part)
+                writer.write_table(table.slice(0, take))
+                table = table.slice(take)
+                n += take
+                in_part += take
+                if in_part == part_rows:
+                    writer.close()
+                    writer = None
+                    if on_part:
+                        on_part(path)
+                    part, in_part = part + 1, 0
+        if writer is None and n == 0:
+            writer = pq.ParquetWriter(path, schema)
+    finally:
+        if writer is not None:
+            writer.close()
+            if on_part:
+                on_part(path)
+    return n
 
 
 def export(lines: Iterable[ResultLine], path: Path, fmt: str) -> int:
-    """Write ``lines`` as csv, jsonl or parquet; S3 destinations are uploaded by the caller."""
+    """Write ``lines`` as csv, jsonl or parquet (one file); S3 destinations are uploaded by the
+    caller. For parquet in parts, see :func:`write_parquet_parts`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         return write_parquet(lines, path)
