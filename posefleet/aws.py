@@ -15,12 +15,16 @@ from botocore.config import Config
 __all__ = ["client"]
 
 
-def client(service: str, *, max_attempts: int = 5, max_pool: int = 32) -> Any:
-    """A boto3 client for ``service`` ("s3", "sqs", ...), created by the caller's entry point."""
+def client(
+    service: str, *, max_attempts: int = 5, max_pool: int = 32, botocore_session: Any = None
+) -> Any:
+    """A boto3 client for ``service`` ("s3", "sqs", ...), created by the caller's entry point.
+    ``botocore_session``: a botocore session of the caller's (e.g. with its own response
+    parser, as the producer's listing client has); a fresh one by default."""
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool,
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session().client(service, config=config)
+    return boto3.session.Session(botocore_session=botocore_session).client(service, config=config)

@@ -57,6 +57,19 @@ class ProducerSettings(CommonSettings):
     extensions: tuple[str, ...] = Field(
         default=IMAGE_EXTENSIONS, description="File extensions (case-insensitive) listed as images."
     )
+    list_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Listings (ListObjectsV2 streams) run at once."
+    )
+    send_concurrency: int = Field(
+        default=8, ge=1, le=64, description="SendMessageBatch calls run at once."
+    )
+    split_depth: int = Field(
+        default=4,
+        ge=0,
+        le=8,
+        description="How many times a listed key range may be cut into smaller ranges "
+        "(producer/sources.py); 0 lists the prefix as one stream.",
+    )
 
 
 class WorkerSettings(CommonSettings):

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 the job failed (tasks in the dead-letter queue, or --wait timed out);
 2 bad usage or settings; 3 nothing to do (no images under the prefix); 4 AWS said no
-(missing bucket or queue, no credentials, access denied).
+(missing bucket or queue, no credentials, access denied); 130 submit interrupted (Ctrl-C):
+run it again with the same --job-id to resume.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from producer.discovery import Endpoints
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
   python -m producer --bucket checkins --prefix 2026/11/ --dry-run
+  python -m producer --inventory s3://inv/checkins/daily/2026-11-24T01-00Z/manifest.json
+  python -m producer --keys retry.csv --job-id retry      # bucket,key lines (S3 Batch CSV)
   python -m producer --bucket checkins --prefix 2026/11/ --job-id nov --skip-done --wait
   python -m producer status nov
   python -m producer export nov --out nov.csv
@@ -34,6 +37,7 @@ EXAMPLES = """examples:
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING, EXIT_AWS = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C during submit: the job resumes with the same --job-id
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,12 +58,33 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command")
     submit = sub.add_parser("submit", help="list a prefix and enqueue it (the default command)")
-    submit.add_argument("--bucket", required=True, help="input bucket")
     submit.add_argument(
-        "--prefix", default="", help="key prefix to list (default: the whole bucket)"
+        "--bucket", help="input bucket (not needed with --inventory, or a bucket,key --keys CSV)"
     )
     submit.add_argument(
-        "--job-id", help="job id (default: from the prefix and the time); reuse it to resume"
+        "--prefix",
+        default="",
+        help="key prefix to list, or to keep from --inventory/--keys (default: everything)",
+    )
+    submit.add_argument(
+        "--inventory",
+        metavar="S3_URI",
+        help="enqueue the images of an S3 Inventory report: s3://.../manifest.json",
+    )
+    submit.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="enqueue the keys in a local file or s3://bucket/key: one key a line, or "
+        "bucket,key CSV (URL-encoded keys, as S3 Batch Operations takes)",
+    )
+    submit.add_argument(
+        "--keys-format",
+        choices=("lines", "csv"),
+        help="format of --keys (default: csv for a .csv name, else lines)",
+    )
+    submit.add_argument(
+        "--job-id",
+        help="job id (default: from the prefix and the time); run again with it to resume",
     )
     submit.add_argument(
         "--task-size", type=int, help="keys per task (default: POSEFLEET_TASK_SIZE or 20)"
@@ -68,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list and plan, print the plan, send nothing"
     )
     submit.add_argument(
-        "--skip-done", action="store_true", help="skip tasks whose results already exist"
+        "--skip-done", action="store_true", help="send no task whose result already exists"
     )
     submit.add_argument(
         "--wait", action="store_true", help="follow the job until every task has a result"
@@ -139,72 +164,109 @@ def _endpoints(settings: ProducerSettings, sqs: object) -> Endpoints:
 
 
 def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.jobs import default_job_id, done_task_ids, plan_job, submit_job
-    from producer.listing import list_image_keys
+    """Stream the source through planning to SQS (producer/jobs.py); resumable by job id."""
+    from producer.jobs import JobConflict, Submission, SubmitOptions, default_job_id
+    from producer.listing import list_client
+    from producer.send import SendError
+    from producer.sources import SourceError, make_source
 
-    s3, sqs = client("s3"), client("sqs")
+    pool = settings.list_concurrency + settings.send_concurrency + 4
+    s3, sqs = list_client(max_pool=pool), client("sqs", max_pool=pool)
     endpoints = _endpoints(settings, sqs)
     location = ResultsLocation.parse(endpoints.results)
     queue_url = "(dry run)" if args.dry_run and not settings.queue_url else endpoints.queue_url
-    job_id = args.job_id or default_job_id(args.bucket, args.prefix)
-    with tqdm(
-        desc=f"listing s3://{args.bucket}/{args.prefix}",
-        unit="obj",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-    ) as bar:
-        keys = list(
-            list_image_keys(
-                s3,
-                args.bucket,
-                args.prefix,
-                extensions=settings.extensions,
-                on_page=lambda listed, kept: bar.update(listed),
-            )
+    try:
+        source = make_source(
+            s3,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            inventory=args.inventory,
+            keys=args.keys,
+            keys_format=args.keys_format,
+            extensions=settings.extensions,
+            list_concurrency=settings.list_concurrency,
+            split_depth=settings.split_depth,
         )
-    if not keys:
-        print(
-            f"producer: no images under s3://{args.bucket}/{args.prefix} "
-            f"(extensions: {' '.join(settings.extensions)})",
-            file=sys.stderr,
-        )
-        return EXIT_NOTHING
-    skip = done_task_ids(s3, location, job_id) if args.skip_done else None
-    plan = plan_job(
-        keys=keys,
+    except SourceError as e:
+        print(f"producer: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    job_id = args.job_id or default_job_id(source.bucket, args.prefix)
+    options = SubmitOptions(
         job_id=job_id,
-        bucket=args.bucket,
-        prefix=args.prefix,
         task_size=settings.task_size,
         location=location,
         queue_url=queue_url,
         model=settings.model,
-        skip=skip,
+        dry_run=args.dry_run,
+        skip_done=args.skip_done,
+        listers=settings.list_concurrency,
+        senders=settings.send_concurrency,
     )
-    summary = {
-        "job_id": job_id,
-        "images": plan.manifest.images,
-        "tasks": plan.manifest.tasks,
-        "to_send": len(plan.tasks),
-        "skipped_done": plan.skipped,
-        "results": f"{location.uri}/{job_id}/",
-        "manifest": f"s3://{location.bucket}/{location.manifest_key(job_id)}",
-    }
-    if args.dry_run:
-        summary["first_task"] = plan.tasks[0].model_dump(mode="json") if plan.tasks else None
-        print(json.dumps(summary, indent=2))
-        return EXIT_OK
     with tqdm(
-        total=len(plan.tasks),
-        desc="sending",
+        desc=f"submitting {source.description}",
         unit="task",
         file=sys.stderr,
         disable=not sys.stderr.isatty(),
     ) as bar:
-        submit_job(s3, sqs, plan, location, on_sent=bar.update)
+
+        def progress(images: int, tasks: int, sent: int) -> None:
+            bar.update(sent - bar.n)
+            bar.set_postfix(planned_images=images, planned_tasks=tasks, refresh=False)
+
+        submission = Submission(
+            s3=s3, lister=s3, sqs=sqs, source=source, options=options, on_progress=progress
+        )
+        try:
+            result = submission.run()
+        except (JobConflict, SourceError) as e:
+            print(f"producer: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except SendError as e:
+            print(
+                f"producer: {e}; run the same command with --job-id {job_id} to resume",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    if not result.images:
+        print(
+            f"producer: no images under {source.description} "
+            f"(extensions: {' '.join(settings.extensions)})",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING
+    summary = {
+        "job_id": job_id,
+        "source": source.description,
+        "images": result.images,
+        "tasks": result.tasks,
+        "to_send": result.sent,
+        "skipped_done": result.skipped_done,
+        "partitions": result.partitions,
+        "results": f"{location.uri}/{job_id}/",
+        "manifest": f"s3://{location.bucket}/{location.manifest_key(job_id)}",
+    }
+    if result.resumed:
+        summary |= {
+            "resumed": True,
+            "already_sent": result.already_sent,
+            "resent_shards": result.resent_shards,
+        }
+    if args.dry_run:
+        first = result.first_task
+        summary["first_task"] = first.model_dump(mode="json") if first else None
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    if result.interrupted:
+        summary["interrupted"] = True
+        print(json.dumps(summary, indent=2))
+        print(
+            f"producer: interrupted; run the same command with --job-id {job_id} to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     if args.wait:
-        return _wait(s3, sqs, location, plan.manifest, args.timeout)
+        return _wait(s3, sqs, location, result.manifest, args.timeout)
     return EXIT_OK
 
 

@@ -1,19 +1,104 @@
-"""Listing the images under a prefix: every page, keys in S3's (lexicographic) order.
+"""Listing S3 keys cheaply: a client whose ListObjectsV2 parser reads only the keys, and
+range listings ``(after, until]`` for the parallel listers of ``producer/sources.py``.
+
+botocore parses every ``<Contents>`` element of a page into a dict, its ``LastModified``
+through dateutil: about 88 ms of CPU for a page of 1,000 keys, 60% of the producer's CPU at a
+million keys. :func:`list_client` keeps botocore for everything (signing, retries, errors, the
+URL-decoding of keys) but pulls the keys out of a page with one regular expression (0.4 ms)
+and hands botocore a page without its ``<Contents>`` to parse. Its pages have
+``Contents: [{"Key": ...}]`` and nothing else per object.
 
 IAM: ``s3:ListBucket`` on the input bucket (with the prefix as condition).
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["is_image_key", "list_image_keys"]
+import botocore.session
+from botocore.parsers import ResponseParserFactory
+
+from posefleet.aws import client
+
+__all__ = ["is_image_key", "list_client", "list_image_keys", "list_range"]
+
+_CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
+_KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)
+PAGE = 1000  # ListObjectsV2's most keys a page
 
 
 def is_image_key(key: str, extensions: Iterable[str]) -> bool:
     lower = key.lower()
     return not key.endswith("/") and any(lower.endswith(ext.lower()) for ext in extensions)
+
+
+def _text(raw: bytes) -> str:
+    text = raw.decode()
+    return html.unescape(text) if "&" in text else text
+
+
+class _KeysOnlyListParser:
+    """ListObjectsV2 pages: keys by regex, the rest of the page by botocore's own parser."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def parse(self, response: dict, shape: Any) -> dict:
+        body = response.get("body")
+        if (
+            shape is None
+            or shape.name != "ListObjectsV2Output"
+            or response.get("status_code", 500) >= 300
+            or not isinstance(body, bytes)
+        ):
+            return self._inner.parse(response, shape)
+        keys = [_text(k) for k in _KEY.findall(body)]
+        parsed = self._inner.parse({**response, "body": _CONTENTS.sub(b"", body)}, shape)
+        if keys:
+            parsed["Contents"] = [{"Key": k} for k in keys]
+        return parsed
+
+
+class _Factory(ResponseParserFactory):
+    def create_parser(self, protocol_name: str) -> Any:
+        parser = super().create_parser(protocol_name)
+        return _KeysOnlyListParser(parser) if protocol_name == "rest-xml" else parser
+
+
+def list_client(*, max_pool: int = 32) -> Any:
+    """An S3 client for listing: ListObjectsV2 pages carry keys only (see the module doc);
+    every other call behaves as :func:`posefleet.aws.client`'s."""
+    session = botocore.session.get_session()
+    factory = _Factory()
+    factory.set_parser_defaults(timestamp_parser=str)  # what is left to parse: no dateutil
+    session.register_component("response_parser_factory", factory)
+    return client("s3", max_pool=max_pool, botocore_session=session)
+
+
+def list_range(
+    s3: Any, bucket: str, prefix: str, *, after: str | None = None, until: str | None = None
+) -> Iterator[tuple[list[str], bool]]:
+    """Pages of the keys under ``prefix`` in ``(after, until]`` (None: open), in S3's order;
+    each page with whether the range may hold more (the page was full and did not pass
+    ``until``)."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE}
+    if after is not None:
+        kwargs["StartAfter"] = after
+    while True:
+        page = s3.list_objects_v2(**kwargs)
+        keys = [o["Key"] for o in page.get("Contents", ())]
+        more = bool(page.get("IsTruncated"))
+        if until is not None and keys and keys[-1] > until:
+            keys = [k for k in keys if k <= until]
+            more = False
+        yield keys, more
+        if not more:
+            return
+        kwargs.pop("StartAfter", None)
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def list_image_keys(
@@ -24,12 +109,11 @@ def list_image_keys(
     extensions: Iterable[str],
     on_page: Callable[[int, int], None] | None = None,
 ) -> Iterator[str]:
-    """Yield image keys; ``on_page(listed, kept)`` is called after each page."""
+    """Yield image keys under ``prefix`` in one stream; ``on_page(listed, kept)`` after each
+    page. The submit path lists in parallel (producer/sources.py); this is for small reads."""
     exts = tuple(extensions)
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        contents = page.get("Contents", [])
-        kept = [o["Key"] for o in contents if is_image_key(o["Key"], exts)]
+    for keys, _ in list_range(s3, bucket, prefix):
+        kept = [k for k in keys if is_image_key(k, exts)]
         if on_page:
-            on_page(len(contents), len(kept))
+            on_page(len(keys), len(kept))
         yield from kept

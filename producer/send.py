@@ -1,5 +1,6 @@
 """Sending task messages: SendMessageBatch, ten entries and at most 1 MiB a call,
-retrying the entries SQS reports in ``Failed``.
+retrying the entries SQS reports in ``Failed``. Each body is built once. Several senders run
+these at once on one client (producer/jobs.py); boto3 clients are safe to share across threads.
 
 IAM: ``sqs:SendMessage`` on the tasks queue.
 """
@@ -48,10 +49,14 @@ def send_tasks(
     *,
     max_attempts: int = 6,
     on_sent: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Send every task; returns how many were sent. Raises :class:`SendError` if any never went."""
+    """Send every task; returns how many were sent. Raises :class:`SendError` if any never went.
+    ``should_stop`` is asked before each batch: true stops there (fewer sent than given)."""
     sent = 0
     for batch in _batches(tasks):
+        if should_stop is not None and should_stop():
+            break
         pending = {str(i): body for i, (_, body) in enumerate(batch)}
         for attempt in range(max_attempts):
             response = sqs.send_message_batch(

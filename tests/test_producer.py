@@ -14,6 +14,7 @@ from posefleet.result import ResultLine, dump_lines
 from posefleet.task import TaskMessage
 from producer.__main__ import main
 from producer.follow import JobStalled, follow
+from producer.plan import iter_plan_tasks, read_partitions
 from producer.results import read_manifest
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
@@ -82,7 +83,13 @@ def test_submit_lists_groups_sends_and_writes_the_manifest(s3, sqs, queues, caps
     assert {t.job_id for t in tasks} == {"job-1"} and {t.results for t in tasks} == {RESULTS_URI}
     manifest = read_manifest(s3, LOC, "job-1")
     assert (manifest.images, manifest.tasks, manifest.task_size) == (25, 3, 10)
-    assert sorted(manifest.task_ids) == sorted(t.task_id for t in tasks)
+    assert manifest.complete and manifest.task_ids is None and manifest.tasks_sent == 3
+    planned = [
+        (task_id, keys)
+        for part in read_partitions(s3, LOC, "job-1")
+        for task_id, keys in iter_plan_tasks(s3, LOC, "job-1", part)
+    ]
+    assert sorted(planned) == sorted((t.task_id, list(t.keys)) for t in tasks)
 
 
 def test_the_same_job_id_twice_yields_the_same_task_ids(s3, sqs, queues, capsys):

@@ -1,0 +1,273 @@
+"""A job's plan, written as it goes (the layout is in posefleet/layout.py's docstring).
+
+:class:`PartitionPlanner` cuts one partition's keys into tasks (ids by
+``posefleet.task.make_task_id``) and the tasks into shards of ``SHARD_TASKS``;
+:class:`PlanStore` writes and reads the shards, their ``.sent`` markers, ``partition.json`` and
+the index; :func:`read_partitions` and :func:`iter_plan_tasks` read a job's plan back (status,
+export).
+
+IAM: ``s3:PutObject``, ``s3:GetObject``, ``s3:ListBucket`` and ``s3:DeleteObject`` on the
+results prefix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from posefleet.layout import SHARD_TASKS, PartitionSummary, PlanShard, ResultsLocation
+from posefleet.task import TaskMessage, make_task_id
+from producer.listing import list_range
+from producer.sources import Partition
+
+__all__ = [
+    "PartitionPlanner",
+    "PartitionState",
+    "PlanStore",
+    "Shard",
+    "iter_plan_tasks",
+    "read_partitions",
+]
+
+
+@dataclass(slots=True)
+class Shard:
+    header: PlanShard
+    tasks: list[TaskMessage]
+    stored: bool = False  # already in S3 (a resumed submit sends it again)
+
+    def to_bytes(self) -> bytes:
+        lines = [self.header.model_dump_json()]
+        lines += [
+            json.dumps({"task_id": t.task_id, "keys": t.keys}, separators=(",", ":"))
+            for t in self.tasks
+        ]
+        return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=5)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, job_id: str, bucket: str, results: str) -> Shard:
+        lines = gzip.decompress(data).decode().splitlines()
+        header = PlanShard.model_validate_json(lines[0])
+        now = time.time()
+        tasks = []
+        for line in lines[1:]:
+            d = json.loads(line)
+            tasks.append(
+                TaskMessage(
+                    job_id=job_id,
+                    task_id=d["task_id"],
+                    bucket=bucket,
+                    keys=tuple(d["keys"]),
+                    results=results,
+                    enqueued_at=now,
+                )
+            )
+        return cls(header=header, tasks=tasks, stored=True)
+
+
+class PartitionPlanner:
+    """Keys of one partition, in order, to shards of full tasks; the last task and the last
+    shard may be short. Resumes from a shard header's counts."""
+
+    def __init__(
+        self,
+        *,
+        part: Partition,
+        job_id: str,
+        bucket: str,
+        task_size: int,
+        results: str,
+        next_task: int = 0,
+        next_shard: int = 0,
+        images_before: int = 0,
+        split_at: str | None = None,
+        shard_tasks: int = SHARD_TASKS,
+    ) -> None:
+        if task_size < 1:
+            raise ValueError("task_size must be at least 1")
+        self.part, self.job_id, self.bucket = part, job_id, bucket
+        self.task_size, self.results, self.shard_tasks = task_size, results, shard_tasks
+        self.next_task, self.next_shard, self.images_before = next_task, next_shard, images_before
+        self.split_at = split_at
+        self._pending: list[str] = []
+
+    def _shard(self, keys: list[str]) -> Shard:
+        now = time.time()
+        tasks = []
+        for start in range(0, len(keys), self.task_size):
+            chunk = tuple(keys[start : start + self.task_size])
+            tasks.append(
+                TaskMessage(
+                    job_id=self.job_id,
+                    task_id=make_task_id(self.next_task + len(tasks), chunk, self.part.id),
+                    bucket=self.bucket,
+                    keys=chunk,
+                    results=self.results,
+                    enqueued_at=now,
+                )
+            )
+        header = PlanShard(
+            partition=self.part.id,
+            shard=self.next_shard,
+            first_task=self.next_task,
+            tasks=len(tasks),
+            images=len(keys),
+            images_before=self.images_before,
+            last_key=keys[-1],
+            lo=self.part.lo,
+            hi=self.part.hi,
+            depth=self.part.depth,
+            split_at=self.split_at,
+            source=self.part.source,
+        )
+        self.next_task += len(tasks)
+        self.next_shard += 1
+        self.images_before += len(keys)
+        return Shard(header=header, tasks=tasks)
+
+    def add(self, keys: Iterable[str]) -> Iterator[Shard]:
+        self._pending.extend(keys)
+        per_shard = self.task_size * self.shard_tasks
+        while len(self._pending) >= per_shard:
+            head, self._pending = self._pending[:per_shard], self._pending[per_shard:]
+            yield self._shard(head)
+
+    def finish(self) -> Iterator[Shard]:
+        if self._pending:
+            keys, self._pending = self._pending, []
+            yield self._shard(keys)
+
+    def summary(self) -> PartitionSummary:
+        return PartitionSummary(
+            partition=self.part.id,
+            tasks=self.next_task,
+            images=self.images_before,
+            shards=self.next_shard,
+            lo=self.part.lo,
+            hi=self.part.hi,
+            depth=self.part.depth,
+            split_at=self.split_at,
+            source=self.part.source,
+        )
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What an earlier run left of a partition: its shards, which were sent, whether done."""
+
+    shards: set[int] = field(default_factory=set)
+    sent: set[int] = field(default_factory=set)
+    complete: bool = False
+
+
+class PlanStore:
+    def __init__(self, s3: Any, location: ResultsLocation, job_id: str, *, lister: Any = None):
+        self.s3, self.location, self.job_id = s3, location, job_id
+        self.lister = lister or s3
+        self.bucket = location.bucket
+
+    def put_shard(self, shard: Shard) -> None:
+        h = shard.header
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.location.shard_key(self.job_id, h.partition, h.shard),
+            Body=shard.to_bytes(),
+            ContentType="application/gzip",
+        )
+
+    def mark_sent(self, partition: str, shard: int) -> None:
+        key = self.location.shard_sent_key(self.job_id, partition, shard)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
+
+    def put_partition(self, summary: PartitionSummary) -> None:
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.location.partition_key(self.job_id, summary.partition),
+            Body=summary.model_dump_json().encode(),
+            ContentType="application/json",
+        )
+
+    def put_index(self, summaries: Iterable[PartitionSummary]) -> int:
+        lines = [s.model_dump_json() for s in summaries if s.tasks]
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.location.partitions_index_key(self.job_id),
+            Body=gzip.compress(("\n".join(lines) + "\n").encode() if lines else b""),
+            ContentType="application/gzip",
+        )
+        return len(lines)
+
+    def get_shard(self, partition: str, shard: int, *, bucket: str, results: str) -> Shard:
+        key = self.location.shard_key(self.job_id, partition, shard)
+        data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return Shard.from_bytes(data, job_id=self.job_id, bucket=bucket, results=results)
+
+    def get_partition(self, partition: str) -> PartitionSummary:
+        key = self.location.partition_key(self.job_id, partition)
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return PartitionSummary.model_validate_json(body)
+
+    def scan(self) -> dict[str, PartitionState]:
+        """Every partition an earlier run left, from one listing of the plan prefix."""
+        states: dict[str, PartitionState] = {}
+        prefix = self.location.plan_prefix(self.job_id)
+        for keys, _ in list_range(self.lister, self.bucket, prefix):
+            for key in keys:
+                found = self.location.plan_object_of(self.job_id, key)
+                if found is None:
+                    continue
+                partition, kind, shard = found
+                state = states.setdefault(partition, PartitionState())
+                if kind == "partition":
+                    state.complete = True
+                elif kind == "shard":
+                    state.shards.add(shard)  # type: ignore[arg-type]
+                else:
+                    state.sent.add(shard)  # type: ignore[arg-type]
+        return states
+
+    def clear(self) -> int:
+        """Delete the plan (a finished job submitted again is planned afresh)."""
+        prefix = self.location.plan_prefix(self.job_id)
+        deleted = 0
+        for keys, _ in list_range(self.lister, self.bucket, prefix):
+            if keys:
+                self.s3.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys]}
+                )
+                deleted += len(keys)
+        return deleted
+
+
+def read_partitions(s3: Any, location: ResultsLocation, job_id: str) -> list[PartitionSummary]:
+    """The partitions of a complete plan (``plan/partitions.jsonl.gz``), with their task and
+    image counts; raises ``s3.exceptions.NoSuchKey`` if the plan is not complete."""
+    key = location.partitions_index_key(job_id)
+    data = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+    return [PartitionSummary.model_validate_json(line) for line in data.splitlines() if line]
+
+
+def iter_plan_tasks(
+    s3: Any,
+    location: ResultsLocation,
+    job_id: str,
+    partition: PartitionSummary,
+    *,
+    threads: int = 8,
+) -> Iterator[tuple[str, list[str]]]:
+    """``(task_id, keys)`` of one planned partition, in task order, shards read in parallel."""
+
+    def read(n: int) -> list[tuple[str, list[str]]]:
+        key = location.shard_key(job_id, partition.partition, n)
+        lines = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+        rows = [json.loads(line) for line in lines.splitlines()[1:] if line]
+        return [(r["task_id"], r["keys"]) for r in rows]
+
+    with ThreadPoolExecutor(threads) as pool:
+        for rows in pool.map(read, range(partition.shards)):
+            yield from rows
