@@ -180,21 +180,22 @@ class Follower:
         return queued, in_flight, dead
 
     def poll(self, *, exact: bool = False) -> LiveView:
+        """One look at the job; ``exact`` counts every result of a large job too."""
         progress = read_progress(
-            self.s3, self.location, self.manifest, space=self.space, rng=self.rng, exact=exact
+            self.s3, self.location, self.manifest, space=self.space, rng=self.rng
         )
         queued, in_flight, dead = self.depths()
         self.empty_polls = self.empty_polls + 1 if queued + in_flight == 0 else 0
-        if (
-            self.large
-            and not progress.exact
-            and (progress.looks_done or self.empty_polls % CONFIRM_EVERY == 1)
-        ):
-            # the estimate says done, or nothing is left on the queue: count exactly
-            progress = read_progress(
-                self.s3, self.location, self.manifest, space=self.space, exact=True
-            )
-        failed = self.failures.update(progress, self.rng)
+        if progress.exact:  # a small job: every finished task read once
+            failed, failed_exact = self.failures.exact_count(progress.done_ids), True
+        else:
+            self.failures.sample(progress.done_keys, self.rng)
+            if exact or progress.looks_done or self.empty_polls % CONFIRM_EVERY == 1:
+                # the estimate says done, or nothing is left on the queue: count exactly
+                progress = read_progress(
+                    self.s3, self.location, self.manifest, space=self.space, exact=True
+                )
+            failed, failed_exact = self.failures.estimate(progress.images_done), False
         if self.first is None:
             self.first = progress
         elapsed = time.monotonic() - self.started
@@ -204,7 +205,7 @@ class Follower:
         return LiveView(
             progress=progress,
             failed=failed,
-            failed_exact=self.failures.exact,
+            failed_exact=failed_exact,
             queued=queued,
             in_flight=in_flight,
             dead=dead,

@@ -280,7 +280,7 @@ def _sampled(
 
     def window(j: int) -> tuple[int, int, int, int, list[str]]:
         seg, index = space.locate(int((j + rng.random()) * stratum))
-        width = min(PAGE, seg.tasks - index)
+        width = min(PAGE, seg.tasks - index, max(1, int(stratum)))
         page = s3.list_objects_v2(
             Bucket=location.bucket,
             Prefix=head + seg.head,
@@ -351,38 +351,38 @@ def read_progress(
 class FailureSample:
     """Failed images among the finished tasks, from their result objects.
 
-    Exact while every finished task can be read once (small jobs: ``read_all``); otherwise a
-    few finished tasks' objects are read per poll (``per_poll``), accumulated across polls, and
-    the failed count is their error rate times the images done."""
+    Exact while every finished task can be read once (small jobs: :meth:`exact_count`);
+    otherwise a few finished tasks' objects are read per poll (:meth:`sample`), accumulated
+    across polls, and :meth:`estimate` is their error rate times the images done."""
 
     def __init__(
         self, s3: Any, location: ResultsLocation, job_id: str, *, per_poll: int = 4
     ) -> None:
         self.s3, self.location, self.job_id, self.per_poll = s3, location, job_id, per_poll
         self.read: dict[str, tuple[int, int]] = {}  # result key -> (images, errors)
-        self.exact = True
 
     def _read(self, key: str) -> None:
         body = self.s3.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
         lines = load_lines(body)
         self.read[key] = (len(lines), sum(1 for line in lines if line.status == "error"))
 
-    def update(self, progress: JobProgress, rng: random.Random | None = None) -> int:
-        """Failed images so far (an estimate when ``progress`` is)."""
-        if progress.exact and progress.done_ids:
-            keys = [self.location.task_key(self.job_id, t) for t in progress.done_ids]
-            todo = [k for k in keys if k not in self.read]
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(self._read, todo))
-            self.exact = True
-            return sum(self.read[k][1] for k in keys)
-        self.exact = False
-        unseen = [k for k in progress.done_keys if k not in self.read]
-        for key in (rng or random).sample(unseen, min(self.per_poll, len(unseen))):
+    def exact_count(self, done_ids: Iterable[str]) -> int:
+        """Failed images of these finished tasks, each task's object read once ever."""
+        keys = [self.location.task_key(self.job_id, t) for t in done_ids]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self._read, [k for k in keys if k not in self.read]))
+        return sum(self.read[k][1] for k in keys)
+
+    def sample(self, done_keys: Iterable[str], rng: random.Random | None = None) -> None:
+        """Read up to ``per_poll`` finished tasks' objects not read before."""
+        unseen = sorted(set(done_keys) - self.read.keys())
+        for key in (rng or random.Random()).sample(unseen, min(self.per_poll, len(unseen))):
             self._read(key)
-        images = sum(n for n, _ in self.read.values())
+
+    def estimate(self, images_done: int) -> int:
+        images = self.sampled_images
         errors = sum(e for _, e in self.read.values())
-        return round(progress.images_done * errors / images) if images else 0
+        return round(images_done * errors / images) if images else 0
 
     @property
     def sampled_images(self) -> int:
