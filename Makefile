@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench soak hadolint clean venv
+.PHONY: demo test lint format bench bench-scale soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: lint hadolint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The producer, status and export against a simulated S3+SQS of 1M and 10M keys (docs/benchmarks.md);
+# BASELINE=/path/to/another/checkout measures that tree's producer too, at 20k keys.
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
+	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000

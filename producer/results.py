@@ -376,8 +376,10 @@ class FailureSample:
     def sample(self, done_keys: Iterable[str], rng: random.Random | None = None) -> None:
         """Read up to ``per_poll`` finished tasks' objects not read before."""
         unseen = sorted(set(done_keys) - self.read.keys())
-        for key in (rng or random.Random()).sample(unseen, min(self.per_poll, len(unseen))):
-            self._read(key)
+        chosen = (rng or random.Random()).sample(unseen, min(self.per_poll, len(unseen)))
+        if chosen:
+            with ThreadPoolExecutor(len(chosen)) as pool:
+                list(pool.map(self._read, chosen))
 
     def estimate(self, images_done: int) -> int:
         images = self.sampled_images

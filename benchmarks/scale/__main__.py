@@ -192,6 +192,7 @@ def status_and_export(tasks: int, code: Path) -> dict[str, Any]:
                 env,
             )
             out[f"submit_{job}"] = {k: sub[k] for k in ("rc", "wall_s", "peak_rss_mib", "stderr")}
+        out["startup_s"] = measure(["--help"], env)["wall_s"]  # interpreter and imports alone
         for label, fraction, extra in (
             ("half_done", 0.5, []),
             ("all_done", 1.0, []),
@@ -222,12 +223,81 @@ def status_and_export(tasks: int, code: Path) -> dict[str, Any]:
     return out
 
 
+def moto_flow(images: int, code: Path) -> dict[str, Any]:
+    """The same flow on moto's server, for correctness: submit ``images`` keys, receive every
+    task (as a worker would) and write its results, then ``status --wait`` and ``export``."""
+    from posefleet.aws import client
+    from posefleet.local import LocalAWS, bootstrap
+    from posefleet.result import ResultLine, dump_lines
+    from posefleet.task import TaskMessage
+
+    with tempfile.TemporaryDirectory() as tmp, LocalAWS(log_file=Path(tmp) / "moto.log") as aws:
+        saved = dict(os.environ)
+        os.environ.update(aws.env())
+        try:
+            s3, sqs = client("s3"), client("sqs")
+            queues = bootstrap(s3, sqs, buckets=("moto-input", "moto-results"))
+            expected = {f"photos/u{i // 100:03d}/img{i:06d}.jpg" for i in range(images)}
+            for key in sorted(expected):
+                s3.put_object(Bucket="moto-input", Key=key, Body=b"x")
+            env = {
+                **{k: v for k, v in saved.items() if not k.startswith(("POSEFLEET_", "AWS_"))},
+                **aws.env(),
+                "PYTHONPATH": str(code),
+                "POSEFLEET_QUEUE_URL": queues.queue_url,
+                "POSEFLEET_RESULTS": "s3://moto-results/results",
+            }
+            sub = measure(["--bucket", "moto-input", "--prefix", "photos/", "--job-id", "m"], env)
+            seen: list[str] = []
+            while True:
+                got = sqs.receive_message(
+                    QueueUrl=queues.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                ).get("Messages", [])
+                if not got:
+                    break
+                for msg in got:
+                    task = TaskMessage.model_validate_json(msg["Body"])
+                    seen.extend(task.keys)
+                    lines = [
+                        ResultLine(
+                            bucket=task.bucket,
+                            key=k,
+                            status="error",
+                            error_kind="truncated",
+                            error_message="simulated",
+                        )
+                        for k in task.keys
+                    ]
+                    s3.put_object(
+                        Bucket="moto-results", Key=task.result_key, Body=dump_lines(lines)
+                    )
+                    sqs.delete_message(
+                        QueueUrl=queues.queue_url, ReceiptHandle=msg["ReceiptHandle"]
+                    )
+            st = measure(["status", "m", "--wait", "--timeout", "60"], env)
+            ex = measure(["export", "m", "--out", f"{tmp}/m.csv"], env)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return {
+        "images": images,
+        "code": str(code),
+        "submit_rc": sub["rc"],
+        "exactly_once": sorted(seen) == sorted(expected),
+        "status_wait_rc": st["rc"],
+        "status_tail": st["stderr"].strip().splitlines()[-1:] if st["stderr"] else [],
+        "export_rc": ex["rc"],
+        "exported": (ex["stdout"] or {}).get("written") if isinstance(ex["stdout"], dict) else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
     p.add_argument("--keys", default="20000,1000000", help="comma-separated submit sizes")
     p.add_argument("--code", type=Path, default=HERE, help="tree whose producer runs")
     p.add_argument("--label", default="after")
     p.add_argument("--status-tasks", type=int, default=0, help="status on a job of this many")
+    p.add_argument("--moto", type=int, default=0, help="the same flow on moto, this many keys")
     p.add_argument("--out", type=Path, default=HERE / "bench-out" / "scale.json")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         got = submit(n, args.code)
         print(json.dumps({args.label: got}), flush=True)
         results.setdefault(args.label, {})[f"submit_{n}"] = got
+        args.out.write_text(json.dumps(results, indent=2))
+    if args.moto:
+        got = moto_flow(args.moto, args.code)
+        print(json.dumps({args.label: got}), flush=True)
+        results.setdefault(args.label, {})[f"moto_{args.moto}"] = got
         args.out.write_text(json.dumps(results, indent=2))
     if args.status_tasks:
         got = status_and_export(args.status_tasks, args.code)
