@@ -118,3 +118,24 @@ def test_summarize_counts_without_holding_lines(s3, job):
     manifest = read_manifest(s3, LOC, "ex")
     summary = summarize(iter_results(s3, LOC, "ex", manifest=manifest))
     assert summary.images == 30 and json.loads(json.dumps(summary.as_dict()))["errors"] == 11
+
+
+def test_the_documented_duckdb_query_reads_the_parts_as_one_table(s3, job, capsys, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "ex"
+    run(capsys, "export", "ex", "--results", RESULTS_URI, "--out", f"{out}/", "--part-rows", "7")
+    # the query of docs/operations.md ("Querying a job's results")
+    poses = duckdb.sql(
+        f"""
+        SELECT predicted_class_name AS pose, count(*) AS images,
+               round(avg(confidence), 3) AS mean_confidence
+        FROM read_parquet('{out}/*.parquet')
+        WHERE status = 'ok'
+        GROUP BY pose ORDER BY images DESC
+        """
+    ).fetchall()
+    errors = duckdb.sql(
+        f"SELECT error_kind, count(*) FROM read_parquet('{out}/*.parquet') "
+        "WHERE status = 'error' GROUP BY error_kind"
+    ).fetchall()
+    assert poses == [("Front Double Biceps", 19, 0.75)] and errors == [("truncated", 11)]
