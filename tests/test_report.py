@@ -39,7 +39,7 @@ def ok(key: str, pose: int, confidence: float) -> ResultLine:
 
 
 @pytest.fixture
-def report(s3, queues, capsys, tmp_path) -> tuple[Path, list[ResultLine]]:
+def report(s3, sqs, queues, capsys, tmp_path) -> tuple[Path, list[ResultLine]]:
     keys = [f"r/{i:02d}.jpg" for i in range(9)]
     for i, key in enumerate(keys):
         s3.put_object(Bucket=INPUT, Key=key, Body=jpeg((480, 640), seed=i))
@@ -63,9 +63,9 @@ def report(s3, queues, capsys, tmp_path) -> tuple[Path, list[ResultLine]]:
     lines.append(
         ResultLine.error(INPUT, "r/broken.jpg", ImageError(ErrorKind.TRUNCATED, "cut <short>"))
     )
-    task = TaskMessage(
-        job_id="rep", task_id="000000-x", bucket=INPUT, keys=tuple(keys), results=RESULTS_URI
-    )
+    # the plan's one task (export and report read only the plan's tasks)
+    body = sqs.receive_message(QueueUrl=queues.queue_url)["Messages"][0]["Body"]
+    task = TaskMessage.model_validate_json(body)
     s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
     capsys.readouterr()
     out = tmp_path / "rep.html"
