@@ -70,6 +70,7 @@ def measure(args: list[str], env: dict[str, str], *, timeout: float = 3600) -> d
     proc = subprocess.Popen(
         [sys.executable, "-m", "producer", *args],
         env=env,
+        cwd=env["PYTHONPATH"],  # `-m` puts the working directory first on sys.path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
