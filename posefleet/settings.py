@@ -63,6 +63,13 @@ class ProducerSettings(CommonSettings):
     send_concurrency: int = Field(
         default=8, ge=1, le=64, description="SendMessageBatch calls run at once."
     )
+    list_page_size: int = Field(
+        default=1000,
+        ge=1,
+        le=1000,
+        description="Keys a ListObjectsV2 page asks for (S3's most is 1,000); a full first "
+        "page is what makes a key range split.",
+    )
     split_depth: int = Field(
         default=4,
         ge=0,

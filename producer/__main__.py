@@ -186,6 +186,7 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
             extensions=settings.extensions,
             list_concurrency=settings.list_concurrency,
             split_depth=settings.split_depth,
+            page_size=settings.list_page_size,
         )
     except SourceError as e:
         print(f"producer: {e}", file=sys.stderr)

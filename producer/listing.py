@@ -79,12 +79,18 @@ def list_client(*, max_pool: int = 32) -> Any:
 
 
 def list_range(
-    s3: Any, bucket: str, prefix: str, *, after: str | None = None, until: str | None = None
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    after: str | None = None,
+    until: str | None = None,
+    page_size: int = PAGE,
 ) -> Iterator[tuple[list[str], bool]]:
     """Pages of the keys under ``prefix`` in ``(after, until]`` (None: open), in S3's order;
     each page with whether the range may hold more (the page was full and did not pass
     ``until``)."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
     if after is not None:
         kwargs["StartAfter"] = after
     while True:

@@ -137,9 +137,11 @@ class PrefixSource:
         extensions: Iterable[str],
         split_depth: int = 4,
         concurrency: int = 16,
+        page_size: int = 1000,
     ) -> None:
         if split_depth < 0:
             raise ValueError("split_depth must be 0 or more")
+        self.page_size = page_size
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.extensions = tuple(extensions)
         self.split_depth, self.concurrency = split_depth, concurrency
@@ -162,7 +164,12 @@ class PrefixSource:
         until = at.split_at if at.split_at is not None else part.hi
         first = not at.resumed
         for keys, more in list_range(
-            self.s3, self.bucket, self.prefix, after=at.after_key or part.lo, until=until
+            self.s3,
+            self.bucket,
+            self.prefix,
+            after=at.after_key or part.lo,
+            until=until,
+            page_size=self.page_size,
         ):
             splits = first and more and keys and part.depth < self.split_depth
             if splits and split_points(self.prefix, keys[-1], part.hi):
@@ -377,6 +384,7 @@ def make_source(
     extensions: Iterable[str],
     list_concurrency: int,
     split_depth: int,
+    page_size: int = 1000,
 ) -> Source:
     """The source the submit flags name: ``--inventory``, ``--keys``, or the prefix."""
     if inventory and keys:
@@ -403,4 +411,5 @@ def make_source(
         extensions=extensions,
         split_depth=split_depth,
         concurrency=list_concurrency,
+        page_size=page_size,
     )
