@@ -117,6 +117,7 @@ class TaskSpace:
             self.starts.append(total)
             total += s.tasks
         self.tasks = total
+        self.offsets = {s.head: start for s, start in zip(self.segments, self.starts, strict=True)}
         self.images = sum(s.images for s in self.segments)
         self.v1_ids = v1_ids
 
@@ -146,6 +147,13 @@ class TaskSpace:
         """The segment and index of the task at ``position`` in ``range(self.tasks)``."""
         i = bisect.bisect_right(self.starts, position) - 1
         return self.segments[i], position - self.starts[i]
+
+    def position(self, seg: Segment, index: int) -> int:
+        return self.offsets[seg.head] + index
+
+    def images_at(self, position: int) -> int:
+        seg, index = self.locate(position)
+        return seg.images_of(index)
 
     def task_of(self, task_id: str) -> tuple[Segment, int] | None:
         """``(segment, index)`` of one of the plan's task ids; None for any other id."""
@@ -279,22 +287,25 @@ def _sampled(
     stratum = space.tasks / windows
 
     def window(j: int) -> tuple[int, int, int, int, list[str]]:
-        seg, index = space.locate(int((j + rng.random()) * stratum))
-        width = min(PAGE, seg.tasks - index, max(1, int(stratum)))
+        # positions [start, start + width) of the task space, across partitions if need be:
+        # at most `width` results lie there, so one page of `width` keys holds them all
+        width = min(PAGE, max(1, int(stratum)))
+        start = min(int((j + rng.random()) * stratum), space.tasks - width)
+        seg, index = space.locate(start)
         page = s3.list_objects_v2(
             Bucket=location.bucket,
-            Prefix=head + seg.head,
+            Prefix=head,
             StartAfter=head + seg.start_after(index),
             MaxKeys=width,
         )
-        in_window = sum(seg.images_of(i) for i in range(index, index + width))
+        in_window = sum(space.images_at(p) for p in range(start, start + width))
         done = done_images = 0
         keys = []
         for obj in page.get("Contents", ()):
             found = space.task_of(_task_id(location, manifest.job_id, obj["Key"]) or "")
-            if found and found[0] is seg and index <= found[1] < index + width:
+            if found and start <= space.position(*found) < start + width:
                 done += 1
-                done_images += seg.images_of(found[1])
+                done_images += found[0].images_of(found[1])
                 keys.append(obj["Key"])
         return width, done, in_window, done_images, keys
 

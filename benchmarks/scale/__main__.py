@@ -170,7 +170,7 @@ def submit(keys: int, code: Path, *, task_size: int = 20) -> dict[str, Any]:
     }
 
 
-def status_and_export(tasks: int, code: Path) -> dict[str, Any]:
+def status_and_export(tasks: int, code: Path, synthetic: str = "") -> dict[str, Any]:
     """Two jobs over a bucket of ``tasks`` keys, both submitted by the producer under test: "st"
     in one-image tasks (``status`` on a job of ``tasks`` tasks), "ex" in tasks of 20 (``export``
     of ``tasks`` lines)."""
@@ -179,6 +179,12 @@ def status_and_export(tasks: int, code: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"tasks": tasks, "code": str(code)}
     try:
         for job, size in (("st", 1), ("ex", 20)):
+            if synthetic:  # written by the simulator as the producer would, not submitted
+                version = 1 if synthetic == "v1" else 2
+                out[f"job_{job}"] = sim.call(
+                    f"/_sim/job?job={job}&task_size={size}&version={version}", "POST"
+                )
+                continue
             sub = measure(
                 [
                     "--bucket",
@@ -298,6 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--code", type=Path, default=HERE, help="tree whose producer runs")
     p.add_argument("--label", default="after")
     p.add_argument("--status-tasks", type=int, default=0, help="status on a job of this many")
+    p.add_argument(
+        "--synthetic",
+        choices=("", "v1", "v2"),
+        default="",
+        help="status/export jobs written by the simulator (job record v1 or v2), not submitted",
+    )
     p.add_argument("--moto", type=int, default=0, help="the same flow on moto, this many keys")
     p.add_argument("--out", type=Path, default=HERE / "bench-out" / "scale.json")
     args = p.parse_args(argv)
@@ -314,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         results.setdefault(args.label, {})[f"moto_{args.moto}"] = got
         args.out.write_text(json.dumps(results, indent=2))
     if args.status_tasks:
-        got = status_and_export(args.status_tasks, args.code)
+        got = status_and_export(args.status_tasks, args.code, args.synthetic)
         print(json.dumps({args.label: got}), flush=True)
         results.setdefault(args.label, {})[f"status_{args.status_tasks}"] = got
         args.out.write_text(json.dumps(results, indent=2))

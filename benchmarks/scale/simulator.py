@@ -351,6 +351,65 @@ class Simulator:
             store.put_many([key for key, _, _ in done])
         return len(done)
 
+    def synthesize_job(
+        self, *, job_id: str, task_size: int, partitions: int, version: int = 2
+    ) -> dict:
+        """A submitted job over the whole virtual bucket, written as the producer would (its
+        manifest, the partitions index for version 2), its tasks recorded but none done: for
+        ``status`` and ``export`` on jobs too large to submit on this machine in the time."""
+        import gzip
+        from datetime import UTC, datetime
+
+        from posefleet.task import make_task_id, partition_id
+
+        n = self.keys.n
+        per_part = -(-n // partitions)
+        store = self.buckets[RESULTS_BUCKET]
+        head = f"results/{job_id}/"
+        index, ids = [], []
+        for p in range(partitions):
+            lo, hi = p * per_part, min(n, (p + 1) * per_part)
+            if lo >= hi:
+                break
+            pid = partition_id(job_id, str(p)) if version == 2 else None
+            tasks = 0
+            for t, start in enumerate(range(lo, hi, task_size)):
+                count = min(task_size, hi - start)
+                keys = [virtual_key(i) for i in range(start, start + count)]
+                task_id = make_task_id(t if pid else len(ids), keys, pid)
+                ids.append(task_id)
+                self.tasks[task_id] = (f"{head}tasks/{task_id}.jsonl", start, count)
+                tasks += 1
+            index.append({"partition": pid, "tasks": tasks, "images": hi - lo, "shards": 1})
+        manifest = {
+            "v": version,
+            "job_id": job_id,
+            "source_bucket": INPUT_BUCKET,
+            "source_prefix": KEY_PREFIX,
+            "tasks": len(ids),
+            "images": n,
+            "task_size": task_size,
+            "queue_url": f"http://127.0.0.1/{ACCOUNT}/{QUEUE}",
+            "model": "sim",
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if version == 2:
+            manifest.update(
+                source=f"s3://{INPUT_BUCKET}/{KEY_PREFIX}",
+                complete=True,
+                tasks_sent=len(ids),
+                partitions=len(index),
+                plan=f"{head}plan/",
+            )
+            lines = "".join(json.dumps(x) + "\n" for x in index).encode()
+            store.put(f"{head}plan/partitions.jsonl.gz", gzip.compress(lines))
+        else:
+            manifest["task_ids"] = ids
+        store.put(f"{head}manifest.json", json.dumps(manifest).encode())
+        with self.lock:
+            self.messages += len(ids)
+        return {"tasks": len(ids), "partitions": len(index)}
+
     def queue_attributes(self, name: str, wanted: list[str]) -> dict[str, str]:
         if name == DLQ:
             visible = self.dead_letters
@@ -572,6 +631,14 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_sim/complete":
             n = self.sim.complete(float(q.get("fraction", "1")), int(q.get("seed", "0")))
             self._reply(200, json.dumps({"done": n}).encode(), "application/json")
+        elif url.path == "/_sim/job":
+            got = self.sim.synthesize_job(
+                job_id=q["job"],
+                task_size=int(q.get("task_size", "20")),
+                partitions=int(q.get("partitions", "1000")),
+                version=int(q.get("version", "2")),
+            )
+            self._reply(200, json.dumps(got).encode(), "application/json")
         elif url.path == "/_sim/reset-calls":
             with self.sim.lock:
                 self.sim.calls.clear()
