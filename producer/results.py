@@ -439,7 +439,12 @@ def iter_results(
         except BaseException as e:  # handed to the consumer, raised there
             failure.append(e)
         finally:
-            keys.put(None)
+            while not stop.is_set():  # the end mark, unless the consumer has gone
+                try:
+                    keys.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
 
     def read(key: str) -> list[ResultLine]:
         return load_lines(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
