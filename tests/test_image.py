@@ -16,6 +16,7 @@ to that process from the host, as ECS does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -281,7 +282,8 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     finally:
         if popen.poll() is None:
             if pid is not None:
-                os.kill(pid, signal.SIGKILL)  # PID 1 gone: its namespace goes with it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # PID 1 gone: its namespace goes with it
             popen.kill()
             popen.wait()
 
@@ -302,3 +304,7 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     assert stack.count(stack.queues.dlq_url) == 0
     (started,) = worker.events("worker_started")
     assert started["model_version"] == version and started["device"] == "cpu"
+    print(
+        f"\n{IMAGE}: {len(lines)} result lines ({len(good)} ok), model {version}, the worker "
+        f"PID 1 of its namespace as uid {status['Uid'][0]}, exit {code} on SIGTERM"
+    )
