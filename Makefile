@@ -52,4 +52,4 @@ image:
 	VARIANT=$(VARIANT) scripts/image/build.sh
 
 image-test: $(STAMP)
-	POSEFLEET_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest tests/test_image.py -q
+	POSEFLEET_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest tests/test_image.py -q -s
