@@ -193,7 +193,7 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     config = image_config(IMAGE)
     # The image itself says how it starts: a non-root numeric user and an exec-form entrypoint.
     uid, _, gid = config.user.partition(":")
-    assert uid.isdigit() and int(uid) != 0, config.user
+    assert uid.isdigit() and int(uid) != 0, f"runs as {config.user or 'root (no USER)'}"
     gid = gid or uid
     command = [*config.entrypoint, *config.cmd]
     assert command[:3] == ["python", "-m", "worker"], command
