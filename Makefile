@@ -47,3 +47,15 @@ soak: $(STAMP)
 
 clean:
 	rm -rf .demo bench-out .pytest_cache .ruff_cache
+
+# The worker image: Docker where an engine answers, else buildah with a base made from Debian's
+# packages (scripts/image/); prints its size and build time. image-test runs it as ECS would.
+.PHONY: image image-test
+VARIANT ?= cpu
+TEST_IMAGE ?= localhost/posefleet-worker:$(VARIANT)
+
+image:
+	VARIANT=$(VARIANT) scripts/image/build.sh
+
+image-test: $(STAMP)
+	POSEFLEET_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest tests/test_image.py -q -s
