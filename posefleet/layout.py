@@ -162,6 +162,11 @@ class PlanShard(BaseModel):
         description="Listing ranges only: the partition stopped at this key and the rest of "
         "(lo, hi] went to child partitions (producer/sources.py).",
     )
+    split_hi: str | None = Field(
+        default=None,
+        description="With split_at: the children are cut from (split_at, split_hi] (a probe "
+        "found nothing beyond it), plus (split_hi, hi] when it differs from hi.",
+    )
     source: str | None = Field(
         default=None, description="Inventory data file or keys file the partition reads."
     )
@@ -183,6 +188,7 @@ class PartitionSummary(BaseModel):
     hi: str | None = None
     depth: int = 0
     split_at: str | None = None
+    split_hi: str | None = None
     source: str | None = None
 
 

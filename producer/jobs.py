@@ -301,7 +301,7 @@ class Submission:
             self._resumed_counts(state, summary.tasks, summary.images, summary.shards)
             self._record(summary)
             if summary.split_at is not None:
-                self.work.push(self.source.children(part, summary.split_at))
+                self.work.push(self.source.children(part, summary.split_at, summary.split_hi))
             self._resend(part, state)
             return
         if state is not None and state.shards:
@@ -316,6 +316,7 @@ class Submission:
                 after_key=last.last_key,
                 skip_images=done_images,
                 split_at=last.split_at,
+                split_hi=last.split_hi,
                 resumed=True,
             )
             planner_from = {
@@ -324,7 +325,7 @@ class Submission:
                 "images_before": done_images,
             }
             if last.split_at is not None:
-                self.work.push(self.source.children(part, last.split_at))
+                self.work.push(self.source.children(part, last.split_at, last.split_hi))
             self._resend(part, state)
         planner = PartitionPlanner(
             part=part,
@@ -333,12 +334,13 @@ class Submission:
             task_size=self.o.task_size,
             results=self.location.uri,
             split_at=at.split_at,
+            split_hi=at.split_hi,
             **planner_from,
         )
 
-        def on_split(key: str) -> None:
-            planner.split_at = key
-            self.work.push(self.source.children(part, key))
+        def on_split(key: str, hi: str | None) -> None:
+            planner.split_at, planner.split_hi = key, hi
+            self.work.push(self.source.children(part, key, hi))
 
         for keys in self.source.read(part, at, on_split):
             if self.stop.is_set():

@@ -86,6 +86,7 @@ class PartitionPlanner:
         next_shard: int = 0,
         images_before: int = 0,
         split_at: str | None = None,
+        split_hi: str | None = None,
         shard_tasks: int = SHARD_TASKS,
     ) -> None:
         if task_size < 1:
@@ -93,7 +94,7 @@ class PartitionPlanner:
         self.part, self.job_id, self.bucket = part, job_id, bucket
         self.task_size, self.results, self.shard_tasks = task_size, results, shard_tasks
         self.next_task, self.next_shard, self.images_before = next_task, next_shard, images_before
-        self.split_at = split_at
+        self.split_at, self.split_hi = split_at, split_hi
         self._pending: list[str] = []
 
     def _shard(self, keys: list[str]) -> Shard:
@@ -123,6 +124,7 @@ class PartitionPlanner:
             hi=self.part.hi,
             depth=self.part.depth,
             split_at=self.split_at,
+            split_hi=self.split_hi,
             source=self.part.source,
         )
         self.next_task += len(tasks)
@@ -152,6 +154,7 @@ class PartitionPlanner:
             hi=self.part.hi,
             depth=self.part.depth,
             split_at=self.split_at,
+            split_hi=self.split_hi,
             source=self.part.source,
         )
 

@@ -88,7 +88,14 @@ def sent_keys(tasks: list[TaskMessage]) -> list[str]:
 def test_child_ranges_cover_the_rest_of_a_split_range_exactly_once(last, hi):
     source = PrefixSource(None, bucket="b", prefix="p/", extensions=(".jpg",))
     parent = source._partition("p/", hi, 0)
-    children = source.children(parent, last)
+    cuts = split_points("p/", last, hi)
+    narrowed = source.children(parent, last, cuts[0]) if cuts else []
+    for children in [source.children(parent, last, hi), narrowed]:
+        if children:
+            _assert_cover(children, last, hi)
+
+
+def _assert_cover(children, last, hi):
     assert children[0].lo == last and children[-1].hi == hi
     assert all(a.hi == b.lo for a, b in itertools.pairwise(children))
     assert len({c.id for c in children}) == len(children)
@@ -125,6 +132,7 @@ def test_parallel_listing_sends_every_key_once_odd_ones_included(
 ):
     # Given 150 images (numbered, in folders, odd characters) and things that are not images
     monkeypatch.setenv("POSEFLEET_LIST_PAGE_SIZE", "4")
+    monkeypatch.setenv("POSEFLEET_SPLIT_DEPTH", "4")
     images = [f"p/{i:04d}.jpg" for i in range(100)] + [f"p/u{i}/x.png" for i in range(40)] + ODD
     upload(s3, [*images, "p/notes.txt", "p/dir/", "q/outside.jpg", "p"])
     # When it is submitted with key ranges that split after 4 keys
