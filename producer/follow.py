@@ -95,6 +95,7 @@ class LiveView:
     progress: JobProgress
     failed: int
     failed_exact: bool
+    failed_basis: int  # images whose results the failed count rests on
     queued: int  # visible messages on the tasks queue (all jobs on it)
     in_flight: int
     dead: int  # messages in the dead-letter queue (0 without one)
@@ -114,6 +115,7 @@ class LiveView:
             "complete": p.complete,
             "exact": p.exact,
             "failed_exact": self.failed_exact,
+            "failed_basis_images": self.failed_basis,
             "sampled_tasks": p.sampled_tasks,
             "queued": self.queued,
             "in_flight": self.in_flight,
@@ -125,7 +127,11 @@ class LiveView:
     def line(self) -> str:
         p = self.progress
         approx = "" if p.exact else "~"
-        failed = f"{'' if self.failed_exact else '~'}{self.failed} failed"
+        failed = (
+            f"{self.failed} failed"
+            if self.failed_exact
+            else (f"~{self.failed} failed, from {self.failed_basis} images read")
+        )
         sample = "" if p.exact else f", estimated from {p.sampled_tasks} tasks"
         eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
         return (
@@ -206,6 +212,7 @@ class Follower:
             progress=progress,
             failed=failed,
             failed_exact=failed_exact,
+            failed_basis=progress.images_done if failed_exact else self.failures.sampled_images,
             queued=queued,
             in_flight=in_flight,
             dead=dead,
