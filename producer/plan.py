@@ -165,6 +165,7 @@ class PartitionState:
 
     shards: set[int] = field(default_factory=set)
     sent: set[int] = field(default_factory=set)
+    part: set[int] = field(default_factory=set)  # shards sent in part (a ``.part`` marker)
     complete: bool = False
 
 
@@ -186,6 +187,16 @@ class PlanStore:
     def mark_sent(self, partition: str, shard: int) -> None:
         key = self.location.shard_sent_key(self.job_id, partition, shard)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
+
+    def mark_part_sent(self, partition: str, shard: int, through: int) -> None:
+        """The shard's tasks up to index ``through`` are on the queue (a send stopped)."""
+        key = self.location.shard_part_key(self.job_id, partition, shard)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps({"sent_through": through}))
+
+    def sent_through(self, partition: str, shard: int) -> int:
+        key = self.location.shard_part_key(self.job_id, partition, shard)
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return int(json.loads(body)["sent_through"])
 
     def put_partition(self, summary: PartitionSummary) -> None:
         self.s3.put_object(
@@ -230,6 +241,8 @@ class PlanStore:
                     state.complete = True
                 elif kind == "shard":
                     state.shards.add(shard)  # type: ignore[arg-type]
+                elif kind == "part":
+                    state.part.add(shard)  # type: ignore[arg-type]
                 else:
                     state.sent.add(shard)  # type: ignore[arg-type]
         return states
