@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         from posefleet.aws import client
         from producer.listing import list_client, list_range
 
-        for name, make in [("botocore default", lambda: client("s3")), ("list_client", list_client)]:
+        clients = [("botocore default", lambda: client("s3")), ("list_client", list_client)]
+        for name, make in clients:
             for _ in range(2):
                 s3 = make()
                 started, cpu = time.perf_counter(), time.process_time()
