@@ -126,7 +126,8 @@ def split_points(prefix: str, last: str, hi: str | None) -> list[str]:
         if cls is not None:
             candidates = [base + x for x in cls if x > c] + [base + chr(ord(cls[-1]) + 1)]
         elif ord(c) < 0x10FFFF:
-            candidates = [base + chr(ord(c) + 1)]
+            following = ord(c) + 1
+            candidates = [base + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)]
         else:
             continue
         points = [p for p in candidates if hi is None or p < hi]
