@@ -93,7 +93,7 @@ def poll_interval(tasks: int) -> float:
 @dataclass(frozen=True, slots=True)
 class LiveView:
     progress: JobProgress
-    failed: int
+    failed: int | None  # None: too few images read yet to estimate it
     failed_exact: bool
     failed_basis: int  # images whose results the failed count rests on
     queued: int  # visible messages on the tasks queue (all jobs on it)
@@ -127,11 +127,12 @@ class LiveView:
     def line(self) -> str:
         p = self.progress
         approx = "" if p.exact else "~"
-        failed = (
-            f"{self.failed} failed"
-            if self.failed_exact
-            else (f"~{self.failed} failed, from {self.failed_basis} images read")
-        )
+        if self.failed_exact:
+            failed = f"{self.failed} failed"
+        elif self.failed is None:
+            failed = f"? failed, {self.failed_basis} images read so far"
+        else:
+            failed = f"~{self.failed} failed, from {self.failed_basis} images read"
         sample = "" if p.exact else f", estimated from {p.sampled_tasks} tasks"
         eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
         return (
@@ -282,7 +283,7 @@ def follow(
             bar.update(progress.images_done - bar.n)
             bar.set_postfix(
                 tasks=f"{progress.tasks_done}/{progress.tasks_total}",
-                failed=view.failed,
+                failed="?" if view.failed is None else view.failed,
                 dead=view.dead,
                 refresh=False,
             )

@@ -127,6 +127,8 @@ def test_status_counts_exactly_on_request_and_ignores_objects_outside_the_plan(
     assert code == 0
     assert (out["tasks_done"], out["tasks_total"], out["exact"]) == (1193, 1200, True)
     assert (out["images_done"], out["complete"], out["dead_letter"]) == (2386, False, 0)
+    # three objects of two images read: too few to extrapolate a failed count from
+    assert (out["failed"], out["failed_basis_images"], out["failed_exact"]) == (None, 6, False)
     # without --exact: an estimate (or, if no sampled window met a missing task, a confirmed count)
     code, out, _ = run(
         capsys, "status", "almost", "--queue-url", queues.queue_url, "--results", RESULTS_URI
