@@ -4,6 +4,7 @@
     <prefix>/<job>/tasks/<task>.jsonl                     one per task, written by the worker
     <prefix>/<job>/plan/<partition>/<shard>.jsonl.gz      the plan, written as submit goes
     <prefix>/<job>/plan/<partition>/<shard>.sent          marker: every task of the shard is on SQS
+    <prefix>/<job>/plan/<partition>/<shard>.part          {"sent_through": i}: a stopped send
     <prefix>/<job>/plan/<partition>/partition.json        the partition is fully planned
     <prefix>/<job>/plan/partitions.jsonl.gz               index of every partition, once complete
 
@@ -19,7 +20,9 @@ as it goes, in *shards* of at most :data:`SHARD_TASKS` tasks:
 * A shard object is gzipped JSON Lines: first line a :class:`PlanShard` header, then one
   ``{"task_id": ..., "keys": [...]}`` line per task, in task order.
 * A shard is written *before* its tasks are sent; ``<shard>.sent`` (empty) is written after
-  every one of them is on the queue. A shard without its marker is sent again on resume.
+  every one of them is on the queue. A shard without its marker is sent again on resume,
+  but for the tasks up to index ``sent_through`` of its ``<shard>.part`` (written when a
+  send is stopped between batches, Ctrl-C).
 * ``partition.json`` (a :class:`PartitionSummary`) is written when the partition holds no more
   tasks to plan; ``plan/partitions.jsonl.gz`` (one :class:`PartitionSummary` a line, only
   partitions with at least one task) is written when the whole plan is done, just before the
@@ -109,6 +112,9 @@ class ResultsLocation:
     def shard_sent_key(self, job_id: str, partition: str, shard: int) -> str:
         return self.partition_prefix(job_id, partition) + f"{shard:06d}.sent"
 
+    def shard_part_key(self, job_id: str, partition: str, shard: int) -> str:
+        return self.partition_prefix(job_id, partition) + f"{shard:06d}.part"
+
     def partition_key(self, job_id: str, partition: str) -> str:
         return self.partition_prefix(job_id, partition) + "partition.json"
 
@@ -116,8 +122,9 @@ class ResultsLocation:
         return self.plan_prefix(job_id) + "partitions.jsonl.gz"
 
     def plan_object_of(self, job_id: str, key: str) -> tuple[str, str, int | None] | None:
-        """``(partition, kind, shard)`` of a plan object's key: kind ``shard``, ``sent`` or
-        ``partition`` (shard None); None for other keys (the index, results, the manifest)."""
+        """``(partition, kind, shard)`` of a plan object's key: kind ``shard``, ``sent``,
+        ``part`` or ``partition`` (shard None); None for other keys (the index, results, the
+        manifest)."""
         head = self.plan_prefix(job_id)
         if not key.startswith(head):
             return None
@@ -127,7 +134,7 @@ class ResultsLocation:
         if name == "partition.json":
             return partition, "partition", None
         stem, _, ext = name.partition(".")
-        kind = {"jsonl.gz": "shard", "sent": "sent"}.get(ext)
+        kind = {"jsonl.gz": "shard", "sent": "sent", "part": "part"}.get(ext)
         if kind is None or not stem.isdigit():
             return None
         return partition, kind, int(stem)
@@ -162,6 +169,11 @@ class PlanShard(BaseModel):
         description="Listing ranges only: the partition stopped at this key and the rest of "
         "(lo, hi] went to child partitions (producer/sources.py).",
     )
+    split_hi: str | None = Field(
+        default=None,
+        description="With split_at: the children are cut from (split_at, split_hi] (a probe "
+        "found nothing beyond it), plus (split_hi, hi] when it differs from hi.",
+    )
     source: str | None = Field(
         default=None, description="Inventory data file or keys file the partition reads."
     )
@@ -183,6 +195,7 @@ class PartitionSummary(BaseModel):
     hi: str | None = None
     depth: int = 0
     split_at: str | None = None
+    split_hi: str | None = None
     source: str | None = None
 
 

@@ -71,7 +71,7 @@ class ProducerSettings(CommonSettings):
         "page is what makes a key range split.",
     )
     split_depth: int = Field(
-        default=4,
+        default=2,
         ge=0,
         le=8,
         description="How many times a listed key range may be cut into smaller ranges "

@@ -228,6 +228,12 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        except KeyboardInterrupt:  # outside the stream (its start or its last writes)
+            print(
+                f"producer: interrupted; run the same command with --job-id {job_id} to resume",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
     if not result.images:
         print(
             f"producer: no images under {source.description} "

@@ -93,8 +93,9 @@ def poll_interval(tasks: int) -> float:
 @dataclass(frozen=True, slots=True)
 class LiveView:
     progress: JobProgress
-    failed: int
+    failed: int | None  # None: too few images read yet to estimate it
     failed_exact: bool
+    failed_basis: int  # images whose results the failed count rests on
     queued: int  # visible messages on the tasks queue (all jobs on it)
     in_flight: int
     dead: int  # messages in the dead-letter queue (0 without one)
@@ -114,6 +115,7 @@ class LiveView:
             "complete": p.complete,
             "exact": p.exact,
             "failed_exact": self.failed_exact,
+            "failed_basis_images": self.failed_basis,
             "sampled_tasks": p.sampled_tasks,
             "queued": self.queued,
             "in_flight": self.in_flight,
@@ -125,7 +127,12 @@ class LiveView:
     def line(self) -> str:
         p = self.progress
         approx = "" if p.exact else "~"
-        failed = f"{'' if self.failed_exact else '~'}{self.failed} failed"
+        if self.failed_exact:
+            failed = f"{self.failed} failed"
+        elif self.failed is None:
+            failed = f"? failed, {self.failed_basis} images read so far"
+        else:
+            failed = f"~{self.failed} failed, from {self.failed_basis} images read"
         sample = "" if p.exact else f", estimated from {p.sampled_tasks} tasks"
         eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
         return (
@@ -206,6 +213,7 @@ class Follower:
             progress=progress,
             failed=failed,
             failed_exact=failed_exact,
+            failed_basis=progress.images_done if failed_exact else self.failures.sampled_images,
             queued=queued,
             in_flight=in_flight,
             dead=dead,
@@ -275,7 +283,7 @@ def follow(
             bar.update(progress.images_done - bar.n)
             bar.set_postfix(
                 tasks=f"{progress.tasks_done}/{progress.tasks_total}",
-                failed=view.failed,
+                failed="?" if view.failed is None else view.failed,
                 dead=view.dead,
                 refresh=False,
             )

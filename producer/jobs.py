@@ -14,10 +14,11 @@ and the manifest says ``complete: true``.
 crash, a closed laptop): the plan prefix is listed once; partitions with ``partition.json`` are
 not listed again; a partition left halfway continues after its last shard's ``last_key`` (or
 after its ``images_before + images`` keys, for files); shards without ``.sent`` are sent again.
-So no task is missing, and none is sent twice but those of the shards in flight at the
-interruption (at most ``send_concurrency`` shards of ``SHARD_TASKS`` tasks; after a Ctrl-C only
-the batches in flight, as senders stop between batches). Submitting a complete job again
-plans it afresh and sends every task again (with ``--skip-done``: those without a result).
+So no task is missing, and none is sent twice but those of the shards in flight at a crash or
+a refusal (at most ``send_concurrency`` shards of ``SHARD_TASKS`` tasks); after a Ctrl-C none:
+senders stop between batches and record how far they got in ``<shard>.part``. Submitting a
+complete job again plans it afresh and sends every task again (with ``--skip-done``: those
+without a result).
 
 IAM: the sources' (producer/sources.py), ``sqs:SendMessage`` on the queue, and PutObject,
 GetObject, ListBucket and DeleteObject on the results prefix.
@@ -276,6 +277,9 @@ class Submission:
             shard = self.store.get_shard(
                 part.id, n, bucket=self.source.bucket, results=self.location.uri
             )
+            if n in state.part:
+                through = self.store.sent_through(part.id, n)
+                shard.tasks = [t for t in shard.tasks if split_task_id(t.task_id)[1] > through]
             with self.lock:
                 self.counts.resent_shards += 1
             self._put(shard)
@@ -301,7 +305,7 @@ class Submission:
             self._resumed_counts(state, summary.tasks, summary.images, summary.shards)
             self._record(summary)
             if summary.split_at is not None:
-                self.work.push(self.source.children(part, summary.split_at))
+                self.work.push(self.source.children(part, summary.split_at, summary.split_hi))
             self._resend(part, state)
             return
         if state is not None and state.shards:
@@ -316,6 +320,7 @@ class Submission:
                 after_key=last.last_key,
                 skip_images=done_images,
                 split_at=last.split_at,
+                split_hi=last.split_hi,
                 resumed=True,
             )
             planner_from = {
@@ -324,7 +329,7 @@ class Submission:
                 "images_before": done_images,
             }
             if last.split_at is not None:
-                self.work.push(self.source.children(part, last.split_at))
+                self.work.push(self.source.children(part, last.split_at, last.split_hi))
             self._resend(part, state)
         planner = PartitionPlanner(
             part=part,
@@ -333,12 +338,13 @@ class Submission:
             task_size=self.o.task_size,
             results=self.location.uri,
             split_at=at.split_at,
+            split_hi=at.split_hi,
             **planner_from,
         )
 
-        def on_split(key: str) -> None:
-            planner.split_at = key
-            self.work.push(self.source.children(part, key))
+        def on_split(key: str, hi: str | None) -> None:
+            planner.split_at, planner.split_hi = key, hi
+            self.work.push(self.source.children(part, key, hi))
 
         for keys in self.source.read(part, at, on_split):
             if self.stop.is_set():
@@ -389,6 +395,10 @@ class Submission:
     def _send(self, shard: Shard) -> None:
         h = shard.header
         tasks = shard.tasks
+        if not tasks:  # a resumed shard whose every task went before the stop
+            if not self.o.dry_run:
+                self.store.mark_sent(h.partition, h.shard)
+            return
         with self.lock:
             if self.first_task is None or (
                 h.partition == self.first_partition and h.shard == 0 and not shard.stored
@@ -410,7 +420,10 @@ class Submission:
             should_stop=self.stop.is_set,
             on_sent=self._count_sent,
         )
-        if sent < len(tasks):
+        if sent < len(tasks):  # stopped between batches: the first `sent` tasks are on the queue
+            if sent:
+                through = split_task_id(tasks[sent - 1].task_id)[1]
+                self.store.mark_part_sent(h.partition, h.shard, through)
             raise _Stopped
         self.store.mark_sent(h.partition, h.shard)
 

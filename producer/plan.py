@@ -86,6 +86,7 @@ class PartitionPlanner:
         next_shard: int = 0,
         images_before: int = 0,
         split_at: str | None = None,
+        split_hi: str | None = None,
         shard_tasks: int = SHARD_TASKS,
     ) -> None:
         if task_size < 1:
@@ -93,7 +94,7 @@ class PartitionPlanner:
         self.part, self.job_id, self.bucket = part, job_id, bucket
         self.task_size, self.results, self.shard_tasks = task_size, results, shard_tasks
         self.next_task, self.next_shard, self.images_before = next_task, next_shard, images_before
-        self.split_at = split_at
+        self.split_at, self.split_hi = split_at, split_hi
         self._pending: list[str] = []
 
     def _shard(self, keys: list[str]) -> Shard:
@@ -123,6 +124,7 @@ class PartitionPlanner:
             hi=self.part.hi,
             depth=self.part.depth,
             split_at=self.split_at,
+            split_hi=self.split_hi,
             source=self.part.source,
         )
         self.next_task += len(tasks)
@@ -152,6 +154,7 @@ class PartitionPlanner:
             hi=self.part.hi,
             depth=self.part.depth,
             split_at=self.split_at,
+            split_hi=self.split_hi,
             source=self.part.source,
         )
 
@@ -162,6 +165,7 @@ class PartitionState:
 
     shards: set[int] = field(default_factory=set)
     sent: set[int] = field(default_factory=set)
+    part: set[int] = field(default_factory=set)  # shards sent in part (a ``.part`` marker)
     complete: bool = False
 
 
@@ -183,6 +187,16 @@ class PlanStore:
     def mark_sent(self, partition: str, shard: int) -> None:
         key = self.location.shard_sent_key(self.job_id, partition, shard)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"")
+
+    def mark_part_sent(self, partition: str, shard: int, through: int) -> None:
+        """The shard's tasks up to index ``through`` are on the queue (a send stopped)."""
+        key = self.location.shard_part_key(self.job_id, partition, shard)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps({"sent_through": through}))
+
+    def sent_through(self, partition: str, shard: int) -> int:
+        key = self.location.shard_part_key(self.job_id, partition, shard)
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return int(json.loads(body)["sent_through"])
 
     def put_partition(self, summary: PartitionSummary) -> None:
         self.s3.put_object(
@@ -227,6 +241,8 @@ class PlanStore:
                     state.complete = True
                 elif kind == "shard":
                     state.shards.add(shard)  # type: ignore[arg-type]
+                elif kind == "part":
+                    state.part.add(shard)  # type: ignore[arg-type]
                 else:
                     state.sent.add(shard)  # type: ignore[arg-type]
         return states

@@ -66,6 +66,7 @@ __all__ = [
 EXACT_TASKS = 5000  # jobs of at most this many tasks are counted exactly (<= 5 LIST calls)
 WINDOWS = 10  # sampled windows (one LIST call each) for the live view of a larger job
 PAGE = 1000
+MIN_FAILURE_BASIS = 10  # images read before a failed count is extrapolated from them
 
 
 class JobNotFound(LookupError):
@@ -392,10 +393,14 @@ class FailureSample:
             with ThreadPoolExecutor(len(chosen)) as pool:
                 list(pool.map(self._read, chosen))
 
-    def estimate(self, images_done: int) -> int:
+    def estimate(self, images_done: int) -> int | None:
+        """None until :data:`MIN_FAILURE_BASIS` images have been read: a rate from a handful
+        of images (one-image tasks) would say more than it knows."""
         images = self.sampled_images
+        if images < MIN_FAILURE_BASIS:
+            return None
         errors = sum(e for _, e in self.read.values())
-        return round(images_done * errors / images) if images else 0
+        return round(images_done * errors / images)
 
     @property
     def sampled_images(self) -> int:

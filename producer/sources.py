@@ -11,9 +11,16 @@ rest of its range to children (:meth:`Source.children`).
   children at the first character position after the prefix where ``L`` can still grow: with
   ``L[j]`` a digit the cuts are ``L[:j] + "1"``... ``"9"`` and ``":"`` (past the digits), for a
   letter the rest of its case's alphabet, otherwise the next code point (:func:`split_points`).
-  The cuts depend on the keys alone, so two runs over the same keys cut the same partitions
-  whatever the timing; together the children cover ``(L, hi]`` exactly, so every key is listed
-  once. A partition deeper than ``split_depth`` is listed to its end, page after page.
+  Before cutting, one probe (``StartAfter`` the first cut, ``MaxKeys=1``) asks whether any key
+  lies past the first cut; while none does, the bound shrinks to that cut (``split_hi``) and
+  the cut moves one character right, so a split is not wasted on keys that share a long
+  prefix (``photos/u000000/...``): ``(L, split_hi]`` is cut, and ``(split_hi, hi]`` becomes
+  one more child, listed too so that nothing is missed. The cuts and probes depend on the keys
+  alone, so two runs over the same keys cut the same partitions whatever the timing; together
+  the children cover ``(L, hi]`` exactly, so every key is listed once. A partition at
+  ``split_depth`` (default 2: about a hundred partitions) is listed to its end, page after
+  page; the bounds of each split are recorded in the plan, so a resumed submit cuts the same
+  children without probing again.
 * :class:`InventorySource`, an S3 Inventory report (``manifest.json``): one partition per data
   file (CSV, gzipped, keys URL-encoded; or Parquet, with pyarrow), filtered by prefix and
   extension; delete markers and non-current versions are left out.
@@ -40,7 +47,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from posefleet.task import partition_id
-from producer.listing import is_image_key, list_range
+from producer.listing import image_extensions, is_image_key, list_range
 
 __all__ = [
     "InventorySource",
@@ -80,6 +87,7 @@ class Position:
     after_key: str | None = None
     skip_images: int = 0
     split_at: str | None = None
+    split_hi: str | None = None
     resumed: bool = False
 
 
@@ -91,10 +99,10 @@ class Source(Protocol):
 
     def roots(self) -> list[Partition]: ...
 
-    def children(self, part: Partition, split_at: str) -> list[Partition]: ...
+    def children(self, part: Partition, split_at: str, split_hi: str | None) -> list[Partition]: ...
 
     def read(
-        self, part: Partition, at: Position, on_split: Callable[[str], None]
+        self, part: Partition, at: Position, on_split: Callable[[str, str | None], None]
     ) -> Iterator[list[str]]: ...
 
 
@@ -118,7 +126,8 @@ def split_points(prefix: str, last: str, hi: str | None) -> list[str]:
         if cls is not None:
             candidates = [base + x for x in cls if x > c] + [base + chr(ord(cls[-1]) + 1)]
         elif ord(c) < 0x10FFFF:
-            candidates = [base + chr(ord(c) + 1)]
+            following = ord(c) + 1
+            candidates = [base + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)]
         else:
             continue
         points = [p for p in candidates if hi is None or p < hi]
@@ -135,7 +144,7 @@ class PrefixSource:
         bucket: str,
         prefix: str,
         extensions: Iterable[str],
-        split_depth: int = 4,
+        split_depth: int = 2,
         concurrency: int = 16,
         page_size: int = 1000,
     ) -> None:
@@ -143,7 +152,7 @@ class PrefixSource:
             raise ValueError("split_depth must be 0 or more")
         self.page_size = page_size
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
-        self.extensions = tuple(extensions)
+        self.extensions = image_extensions(extensions)
         self.split_depth, self.concurrency = split_depth, concurrency
         self.description = f"s3://{bucket}/{prefix}"
 
@@ -153,13 +162,33 @@ class PrefixSource:
     def roots(self) -> list[Partition]:
         return [self._partition(None, None, 0)]
 
-    def children(self, part: Partition, split_at: str) -> list[Partition]:
-        points = split_points(self.prefix, split_at, part.hi)
-        bounds = [split_at, *points, part.hi]
-        return [self._partition(lo, hi, part.depth + 1) for lo, hi in itertools.pairwise(bounds)]
+    def children(self, part: Partition, split_at: str, split_hi: str | None) -> list[Partition]:
+        bounds = [split_at, *split_points(self.prefix, split_at, split_hi), split_hi]
+        kids = [self._partition(lo, hi, part.depth + 1) for lo, hi in itertools.pairwise(bounds)]
+        if split_hi != part.hi:  # found empty when split; listed anyway, so nothing is missed
+            kids.append(self._partition(split_hi, part.hi, part.depth + 1))
+        return kids
+
+    def _first_after(self, key: str) -> str | None:
+        page = self.s3.list_objects_v2(
+            Bucket=self.bucket, Prefix=self.prefix, StartAfter=key, MaxKeys=1
+        )
+        contents = page.get("Contents")
+        return contents[0]["Key"] if contents else None
+
+    def _narrow(self, last: str, hi: str | None) -> str | None:
+        """The upper bound to cut ``(last, hi]`` under: while nothing lies past the first cut
+        point (one probe, MaxKeys=1), the range shrinks to it and the cut moves a character
+        right, so every split has keys in more than one child."""
+        while points := split_points(self.prefix, last, hi):
+            beyond = self._first_after(points[0])
+            if beyond is not None and (hi is None or beyond <= hi):
+                return hi
+            hi = points[0]
+        return hi
 
     def read(
-        self, part: Partition, at: Position, on_split: Callable[[str], None]
+        self, part: Partition, at: Position, on_split: Callable[[str, str | None], None]
     ) -> Iterator[list[str]]:
         until = at.split_at if at.split_at is not None else part.hi
         first = not at.resumed
@@ -173,7 +202,7 @@ class PrefixSource:
         ):
             splits = first and more and keys and part.depth < self.split_depth
             if splits and split_points(self.prefix, keys[-1], part.hi):
-                on_split(keys[-1])
+                on_split(keys[-1], self._narrow(keys[-1], part.hi))
                 more = False
             first = False
             yield [k for k in keys if is_image_key(k, self.extensions)]
@@ -220,7 +249,7 @@ class InventorySource:
         self.s3, self.prefix, self.concurrency = s3, prefix, concurrency
         self.report_bucket, key = parse_s3_uri(manifest_uri)
         self.description = f"inventory:{manifest_uri}"
-        self._keep = _image_filter(prefix, tuple(extensions))
+        self._keep = _image_filter(prefix, image_extensions(extensions))
         raw = s3.get_object(Bucket=self.report_bucket, Key=key)["Body"].read()
         try:
             manifest = json.loads(raw)
@@ -246,7 +275,7 @@ class InventorySource:
     def roots(self) -> list[Partition]:
         return [Partition(id=partition_id(f), source=f) for f in self.files]
 
-    def children(self, part: Partition, split_at: str) -> list[Partition]:
+    def children(self, part: Partition, split_at: str, split_hi: str | None) -> list[Partition]:
         return []
 
     def _csv_keys(self, body: Any) -> Iterator[str]:
@@ -289,7 +318,7 @@ class InventorySource:
                         yield key
 
     def read(
-        self, part: Partition, at: Position, on_split: Callable[[str], None]
+        self, part: Partition, at: Position, on_split: Callable[[str, str | None], None]
     ) -> Iterator[list[str]]:
         body = self.s3.get_object(Bucket=self.report_bucket, Key=part.source)["Body"]
         rows = self._csv_keys(body) if self.format == "CSV" else self._parquet_keys(body)
@@ -314,7 +343,7 @@ class KeysSource:
         self.format = fmt or ("csv" if uri.lower().endswith(".csv") else "lines")
         if self.format not in ("csv", "lines"):
             raise SourceError(f"keys format must be csv or lines, got {self.format!r}")
-        self._keep = _image_filter(prefix, tuple(extensions))
+        self._keep = _image_filter(prefix, image_extensions(extensions))
         if not uri.startswith("s3://") and not Path(uri).is_file():
             raise SourceError(f"keys file {uri} does not exist")
         self.description = f"keys:{uri}"
@@ -364,11 +393,11 @@ class KeysSource:
     def roots(self) -> list[Partition]:
         return [Partition(id=partition_id("keys"), source=self.uri)]
 
-    def children(self, part: Partition, split_at: str) -> list[Partition]:
+    def children(self, part: Partition, split_at: str, split_hi: str | None) -> list[Partition]:
         return []
 
     def read(
-        self, part: Partition, at: Position, on_split: Callable[[str], None]
+        self, part: Partition, at: Position, on_split: Callable[[str, str | None], None]
     ) -> Iterator[list[str]]:
         yield from _batched(self._keys(), at.skip_images)
 

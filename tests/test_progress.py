@@ -127,6 +127,8 @@ def test_status_counts_exactly_on_request_and_ignores_objects_outside_the_plan(
     assert code == 0
     assert (out["tasks_done"], out["tasks_total"], out["exact"]) == (1193, 1200, True)
     assert (out["images_done"], out["complete"], out["dead_letter"]) == (2386, False, 0)
+    # three objects of two images read: too few to extrapolate a failed count from
+    assert (out["failed"], out["failed_basis_images"], out["failed_exact"]) == (None, 6, False)
     # without --exact: an estimate (or, if no sampled window met a missing task, a confirmed count)
     code, out, _ = run(
         capsys, "status", "almost", "--queue-url", queues.queue_url, "--results", RESULTS_URI
@@ -155,7 +157,7 @@ def test_follow_on_a_large_job_completes_only_on_an_exact_count_and_estimates_fa
     # Then it completes on an exact count, and the failed images are estimated from a sample
     assert progress.complete and progress.exact and progress.tasks_done == 1200
     last = stream.getvalue().strip().splitlines()[-1]
-    assert "4800/4800 images (~1200 failed)" in last, last
+    assert "4800/4800 images (~1200 failed, from 16 images read)" in last, last
     assert s3c.calls["get_object"] <= 1 + 4  # the partitions index, 4 sampled tasks
 
 

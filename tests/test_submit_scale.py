@@ -88,7 +88,14 @@ def sent_keys(tasks: list[TaskMessage]) -> list[str]:
 def test_child_ranges_cover_the_rest_of_a_split_range_exactly_once(last, hi):
     source = PrefixSource(None, bucket="b", prefix="p/", extensions=(".jpg",))
     parent = source._partition("p/", hi, 0)
-    children = source.children(parent, last)
+    cuts = split_points("p/", last, hi)
+    narrowed = source.children(parent, last, cuts[0]) if cuts else []
+    for children in [source.children(parent, last, hi), narrowed]:
+        if children:
+            _assert_cover(children, last, hi)
+
+
+def _assert_cover(children, last, hi):
     assert children[0].lo == last and children[-1].hi == hi
     assert all(a.hi == b.lo for a, b in itertools.pairwise(children))
     assert len({c.id for c in children}) == len(children)
@@ -125,6 +132,7 @@ def test_parallel_listing_sends_every_key_once_odd_ones_included(
 ):
     # Given 150 images (numbered, in folders, odd characters) and things that are not images
     monkeypatch.setenv("POSEFLEET_LIST_PAGE_SIZE", "4")
+    monkeypatch.setenv("POSEFLEET_SPLIT_DEPTH", "4")
     images = [f"p/{i:04d}.jpg" for i in range(100)] + [f"p/u{i}/x.png" for i in range(40)] + ODD
     upload(s3, [*images, "p/notes.txt", "p/dir/", "q/outside.jpg", "p"])
     # When it is submitted with key ranges that split after 4 keys
@@ -389,3 +397,58 @@ def test_a_resume_with_another_task_size_is_refused(s3, sqs, queues, capsys):
     s3.put_object(Bucket=RESULTS, Key=LOC.manifest_key("half"), Body=half.model_dump_json())
     code, _, err = submit(capsys, queues, "--bucket", INPUT, "--prefix", "p/", "--job-id", "half")
     assert code == 2 and "resume it with the same source and --task-size" in err
+
+
+def test_ctrl_c_stops_between_batches_and_the_same_command_resumes(
+    s3, sqs, queues, capsys, monkeypatch
+):
+    import producer.jobs as jobs
+
+    # Given 260 images in one-image tasks, sent one batch at a time
+    images = [f"p/{i:04d}.jpg" for i in range(260)]
+    upload(s3, images)
+    monkeypatch.setenv("POSEFLEET_SEND_CONCURRENCY", "1")
+    args = ("--bucket", INPUT, "--prefix", "p/", "--job-id", "ctrl-c", "--task-size", "1")
+    real_tick = jobs.Submission._tick
+
+    def interrupt_once_some_are_sent(self, last_write):
+        if self.counts.sent >= 50:
+            raise KeyboardInterrupt
+        return real_tick(self, last_write)
+
+    # When Ctrl-C arrives once 50 tasks are on the queue
+    monkeypatch.setattr(jobs.Submission, "_tick", interrupt_once_some_are_sent)
+    code, out, err = submit(capsys, queues, *args)
+    assert code == 130 and out["interrupted"] is True and "--job-id ctrl-c" in err
+    first = drain(sqs, queues.queue_url)
+    assert not read_manifest(s3, LOC, "ctrl-c").complete
+
+    # Then the same command sends the rest, and nothing was sent twice
+    monkeypatch.setattr(jobs.Submission, "_tick", real_tick)
+    code, out, _ = submit(capsys, queues, *args)
+    second = drain(sqs, queues.queue_url)
+    assert code == 0 and out["resumed"] is True
+    assert sorted(k for t in first + second for k in t.keys) == images  # each once
+    assert read_manifest(s3, LOC, "ctrl-c").complete
+
+
+def test_a_version_1_manifest_still_reads():
+    from posefleet.layout import Manifest
+
+    old = {
+        "v": 1,
+        "job_id": "j",
+        "source_bucket": "in",
+        "source_prefix": "p/",
+        "tasks": 2,
+        "images": 25,
+        "task_size": 20,
+        "task_ids": ["000000-aa", "000001-bb"],
+        "queue_url": "http://q",
+        "model": "m",
+        "created_at": "2026-11-01T00:00:00+00:00",
+    }
+    m = Manifest.model_validate_json(json.dumps(old))
+    assert m.complete and m.task_ids == ["000000-aa", "000001-bb"] and m.partitions is None
+    assert split_task_id("000001-bb") == (None, 1)
+    assert split_task_id("a1b2c3d4e5-000042-0123456789") == ("a1b2c3d4e5", 42)

@@ -170,7 +170,9 @@ def submit(keys: int, code: Path, *, task_size: int = 20) -> dict[str, Any]:
     }
 
 
-def status_and_export(tasks: int, code: Path, synthetic: str = "") -> dict[str, Any]:
+def status_and_export(
+    tasks: int, code: Path, synthetic: str = "", *, export_too: bool = True
+) -> dict[str, Any]:
     """Two jobs over a bucket of ``tasks`` keys, both submitted by the producer under test: "st"
     in one-image tasks (``status`` on a job of ``tasks`` tasks), "ex" in tasks of 20 (``export``
     of ``tasks`` lines)."""
@@ -218,6 +220,8 @@ def status_and_export(tasks: int, code: Path, synthetic: str = "") -> dict[str, 
                 "view": st["stdout"],
                 "stderr": st["stderr"][-500:],
             }
+        if not export_too:
+            return out
         with tempfile.TemporaryDirectory() as tmp:
             sim.call("/_sim/reset-calls", "POST")
             ex = measure(["export", "ex", "--out", f"{tmp}/ex.parquet"], env)
@@ -310,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="status/export jobs written by the simulator (job record v1 or v2), not submitted",
     )
+    p.add_argument("--no-export", action="store_true", help="status only")
     p.add_argument("--moto", type=int, default=0, help="the same flow on moto, this many keys")
     p.add_argument("--out", type=Path, default=HERE / "bench-out" / "scale.json")
     args = p.parse_args(argv)
@@ -326,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         results.setdefault(args.label, {})[f"moto_{args.moto}"] = got
         args.out.write_text(json.dumps(results, indent=2))
     if args.status_tasks:
-        got = status_and_export(args.status_tasks, args.code, args.synthetic)
+        got = status_and_export(
+            args.status_tasks, args.code, args.synthetic, export_too=not args.no_export
+        )
         print(json.dumps({args.label: got}), flush=True)
         results.setdefault(args.label, {})[f"status_{args.status_tasks}"] = got
         args.out.write_text(json.dumps(results, indent=2))
