@@ -1,14 +1,18 @@
 """Attempt markers: the one definition of how a worker remembers which image it was on.
 
 A message that comes back after earlier receives may hold an image that kills the worker
-process (a decoder bug, memory blown by one file). The worker then takes that message's images
-one at a time, and before each one writes a small marker beside the job's results::
+process (a decoder bug, memory blown by one file). The worker then tries that task's images
+apart from all other work, and before each try writes a small marker beside the job's results::
 
     <prefix>/<job>/attempts/<task>.json    {"v": 1, "job_id": ..., "task_id": ...,
-                                            "attempts": {"<key>": <started, never finished>}}
+                                            "trial": ["<key>", ...],
+                                            "attempts": {"<key>": <crashes alone>}}
 
-A key's count rises each time a worker starts it alone and is cleared when it finishes. A key
-whose count reaches the worker's ``crash_attempts`` has stopped that many workers in a row: it
+A task with no suspect image is first tried as one group, named in ``trial``: usually it was
+only caught in someone else's crash, and it finishes at batch speed. If the process dies during
+the trial, every image of it is suspect, and the next worker tries them one at a time: a key's
+count rises each time a worker starts it alone and is cleared when it finishes. A key whose
+count reaches the worker's ``crash_attempts`` has stopped that many workers in a row, alone: it
 gets an error line of kind ``crashed_worker`` without being decoded again, and its task-mates
 their results as usual. Markers sit outside ``tasks/``, so progress and export never see them.
 """
@@ -35,6 +39,9 @@ class AttemptMarker(BaseModel):
     v: Literal[1] = 1
     job_id: str
     task_id: str
+    trial: list[str] = Field(
+        default_factory=list, description="keys being tried together when it was written"
+    )
     attempts: dict[str, int] = Field(
         default_factory=dict, description="key -> times started alone and never finished"
     )

@@ -299,6 +299,26 @@ def test_a_message_that_came_back_is_taken_image_by_image_behind_an_attempt_mark
     assert depth(sqs, queues.queue_url) == 0
 
 
+def test_a_message_caught_in_a_crash_is_first_tried_as_one_group(s3, sqs, queues, classifier):
+    keys = [put(s3, f"group/{i}.jpg", jpeg(seed=i)) for i in range(3)]
+    task = send_task(sqs, queues.queue_url, keys)
+    came_back(sqs, queues.queue_url)
+    markers: list[AttemptMarker] = []
+
+    class SpyS3(FaultyS3):
+        def put_object(self, **kw: Any) -> Any:
+            if "/attempts/" in kw["Key"]:
+                markers.append(AttemptMarker.model_validate_json(kw["Body"]))
+            return self.real.put_object(**kw)
+
+    worker, _ = run_worker(SpyS3(s3), sqs, queues.queue_url, classifier)
+
+    assert [line.status for line in result(s3, task)] == ["ok"] * 3
+    # one trial naming the whole group, then cleared: no image was counted alone
+    assert [(m.trial, m.attempts) for m in markers] == [(keys, {}), ([], {})]
+    assert worker.stats["isolated_images"] == 3
+
+
 def test_an_image_that_stopped_workers_crash_attempts_times_is_not_fetched_again(
     s3, sqs, queues, classifier
 ):

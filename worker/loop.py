@@ -470,119 +470,155 @@ class Worker:
                     self._abandon(held, reason="isolation_failed")
 
     def _isolate(self, state: TaskState) -> None:
-        """Each image of a task that came back, alone, with an attempt marker written first."""
+        """The images of a task that came back, each group alone behind an attempt marker.
+
+        A task none of whose images is suspect yet is tried as one group (batches of
+        ``batch_size``), named in the marker's ``trial``. If the process dies then, the next
+        worker tries them one at a time, each counted in ``attempts`` before it starts, so the
+        count lands on the image that kills the process; an image that finishes is cleared."""
         task, held = state.task, state.held
         bucket = task.location.bucket
         marker_key = attempts_key(task.location, task.job_id, task.task_id)
         try:
-            attempts = self._read_attempts(bucket, marker_key)
+            attempts, trial = self._read_attempts(bucket, marker_key)
         except (ClientError, BotoCoreError) as e:
             log.warning("attempts_read_failed", job=task.job_id, task=task.task_id, error=str(e))
             self._abandon(held, reason="attempts_read_failed")
             return
-        stored = dict(attempts)
+        stored = (dict(attempts), list(trial))
         limit = self.settings.crash_attempts
         lines: list[tuple[int, ResultLine]] = []
-        fetches: dict[int, Any] = {}
-
-        def fetch_ahead(index: int) -> None:
-            if index < len(task.keys) and attempts.get(task.keys[index], 0) < limit:
-                key = task.keys[index]
-                fetches[index] = self._fetch_pool.submit(
-                    fetch_object, self.s3, task.bucket, key, max_bytes=self.settings.max_image_bytes
-                )
-
-        fetch_ahead(0)
+        todo: list[int] = []
         for index, key in enumerate(task.keys):
+            crashes = attempts.get(key, 0)
+            if crashes < limit:
+                todo.append(index)
+                continue
+            # It has stopped `limit` workers in a row, taken alone: not tried again.
+            log.warning(
+                "image_crashed_worker", job=task.job_id, task=task.task_id, key=key, crashes=crashes
+            )
+            self.stats["crashed_worker_images"] += 1
+            error = ImageError(
+                ErrorKind.CRASHED_WORKER,
+                f"s3://{task.bucket}/{key} stopped the worker {crashes} times in a row, "
+                "each time decoded and classified alone; it is not tried again",
+            )
+            lines.append((index, ResultLine.error(task.bucket, key, error)))
+        suspect = bool(trial) or any(attempts.get(task.keys[i], 0) for i in todo) or bool(lines)
+        size = 1 if suspect else self.settings.batch_size
+        groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+
+        def fetch(group: list[int]) -> list[tuple[int, Any]]:
+            return [
+                (
+                    index,
+                    self._fetch_pool.submit(
+                        fetch_object,
+                        self.s3,
+                        task.bucket,
+                        task.keys[index],
+                        max_bytes=self.settings.max_image_bytes,
+                    ),
+                )
+                for index in group
+            ]
+
+        fetching = fetch(groups[0]) if groups else []
+        for number, _ in enumerate(groups):
             if held.closed:
                 return
-            crashes = attempts.get(key, 0)
-            if crashes >= limit:  # it has stopped `limit` workers in a row: not tried again
-                log.warning(
-                    "image_crashed_worker",
-                    job=task.job_id,
-                    task=task.task_id,
-                    key=key,
-                    crashes=crashes,
-                )
-                self.stats["crashed_worker_images"] += 1
-                error = ImageError(
-                    ErrorKind.CRASHED_WORKER,
-                    f"s3://{task.bucket}/{key} stopped the worker {crashes} times in a row, "
-                    "each time decoded and classified alone; it is not tried again",
-                )
-                lines.append((index, ResultLine.error(task.bucket, key, error)))
-                fetch_ahead(index + 1)
+            current = fetching
+            fetching = fetch(groups[number + 1]) if number + 1 < len(groups) else []
+            fetched: list[tuple[int, bytes]] = []
+            for index, future in current:
+                key = task.keys[index]
+                try:
+                    fetched.append((index, future.result()))
+                except ImageError as e:  # never decoded: no attempt to count
+                    lines.append((index, ResultLine.error(task.bucket, key, e)))
+                except TransientFetchError as e:
+                    log.warning(
+                        "fetch_failed", job=task.job_id, task=task.task_id, key=key, error=str(e)
+                    )
+                    self._abandon(held, reason="fetch_failed")
+                    return
+            if not fetched:
                 continue
-            fetch_ahead(index + 1)
-            try:
-                data = fetches.pop(index).result()
-            except ImageError as e:  # never decoded: no attempt to count
-                lines.append((index, ResultLine.error(task.bucket, key, e)))
-                continue
-            except TransientFetchError as e:
-                log.warning(
-                    "fetch_failed", job=task.job_id, task=task.task_id, key=key, error=str(e)
-                )
-                self._abandon(held, reason="fetch_failed")
-                return
-            attempts[key] = crashes + 1
+            if size == 1:  # counted alone
+                (index, _data), trial = fetched[0], []
+                attempts[task.keys[index]] = attempts.get(task.keys[index], 0) + 1
+            else:  # tried together: if the process dies now, each becomes a suspect
+                trial = [task.keys[index] for index, _data in fetched]
             with self._gate.alone():
-                try:  # durable before the risky part: if the process dies now, this key did it
-                    self._write_attempts(bucket, marker_key, task, attempts)
+                try:  # durable before the risky part: if the process dies now, these did it
+                    self._write_attempts(bucket, marker_key, task, attempts, trial)
                 except (ClientError, BotoCoreError) as e:
                     log.warning(
                         "attempts_write_failed", job=task.job_id, task=task.task_id, error=str(e)
                     )
                     self._abandon(held, reason="attempts_write_failed")
                     return
-                stored = dict(attempts)
-                try:
-                    decoded = self._decode_one(state, index, data)
-                except ImageError as e:
-                    line = ResultLine.error(task.bucket, key, e)
-                else:
+                stored = (dict(attempts), list(trial))
+                decoded: list[tuple[int, DecodedImage]] = []
+                for index, data in fetched:
                     try:
-                        probs = self.classifier.predict([decoded.pixels])
-                        (prediction,) = self.classifier.postprocess(probs)
+                        decoded.append((index, self._decode_one(state, index, data)))
+                    except ImageError as e:
+                        lines.append((index, ResultLine.error(task.bucket, task.keys[index], e)))
+                if decoded:
+                    try:
+                        probs = self.classifier.predict([d.pixels for _, d in decoded])
+                        predictions = self.classifier.postprocess(probs)
                     except Exception:
-                        log.exception("inference_failed", batch=1, key=key)
+                        log.exception("inference_failed", batch=len(decoded), isolated=True)
                         self._abandon(held, reason="inference_failed")
                         return
-                    line = self._ok_line(task, index, prediction, decoded.original_size)
-            del attempts[key]  # it finished: whatever stopped workers before, it was not this
-            self.stats["isolated_images"] += 1
-            lines.append((index, line))
-        if attempts != stored:
+                    for (index, d), p in zip(decoded, predictions, strict=True):
+                        lines.append((index, self._ok_line(task, index, p, d.original_size)))
+            for index, _data in fetched:  # they finished: whatever stopped workers, not these
+                attempts.pop(task.keys[index], None)
+            trial = []
+            self.stats["isolated_images"] += len(fetched)
+        if (attempts, trial) != stored:
             try:  # only keys that are still suspect stay; not needed for this task's result
-                self._write_attempts(bucket, marker_key, task, attempts)
+                self._write_attempts(bucket, marker_key, task, attempts, trial)
             except (ClientError, BotoCoreError) as e:
                 log.warning(
                     "attempts_write_failed", job=task.job_id, task=task.task_id, error=str(e)
                 )
-        for index, line in lines:
+        for index, line in sorted(lines, key=lambda pair: pair[0]):
             if line.status == "error" and line.error_kind is not ErrorKind.CRASHED_WORKER:
                 self._image_failed(state, index, ImageError(line.error_kind, line.error_message))
             else:
                 self._finish_item(state, index, line)
 
-    def _read_attempts(self, bucket: str, key: str) -> dict[str, int]:
+    def _read_attempts(self, bucket: str, key: str) -> tuple[dict[str, int], list[str]]:
+        """The marker's counts and trial group; empty when there is none."""
         try:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
-                return {}
+                return {}, []
             raise
         try:
-            return dict(AttemptMarker.model_validate_json(body).attempts)
+            marker = AttemptMarker.model_validate_json(body)
         except ValidationError as e:
             log.warning("attempts_unreadable", key=key, error=str(e))
-            return {}
+            return {}, []
+        return dict(marker.attempts), list(marker.trial)
 
     def _write_attempts(
-        self, bucket: str, key: str, task: TaskMessage, attempts: dict[str, int]
+        self,
+        bucket: str,
+        key: str,
+        task: TaskMessage,
+        attempts: dict[str, int],
+        trial: list[str],
     ) -> None:
-        marker = AttemptMarker(job_id=task.job_id, task_id=task.task_id, attempts=attempts)
+        marker = AttemptMarker(
+            job_id=task.job_id, task_id=task.task_id, attempts=attempts, trial=trial
+        )
         self.s3.put_object(
             Bucket=bucket, Key=key, Body=marker.to_body(), ContentType="application/json"
         )
