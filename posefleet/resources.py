@@ -32,8 +32,9 @@ class QueueSpec:
     visibility_timeout: int = 300
     # The backstop for crash loops, not the poison detector: the worker dead-letters invalid
     # bodies itself, and an image that kills it ends as a `crashed_worker` line after
-    # WorkerSettings.crash_attempts (3) crashes, i.e. by its message's 5th receive. 10 leaves
-    # room for that and for interruptions (Spot, OOM, deploys) on top (docs/operations.md).
+    # WorkerSettings.crash_attempts (3) crashes alone, i.e. by its message's 6th receive. 10
+    # leaves room for that and for interruptions (Spot, OOM, deploys) on top
+    # (docs/operations.md, "Crashes and poison").
     max_receive_count: int = 10
     receive_wait_seconds: int = 20
     retention_seconds: int = 4 * 24 * 3600
