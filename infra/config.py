@@ -42,7 +42,7 @@ class StackConfig:
     longest_task_seconds: int = 120  # the slowest task we expect, image fetches included
     acceptable_latency_seconds: int = 600
     seconds_per_task: float = 12.0  # measured: docs/benchmarks.md
-    max_receive_count: int = 5
+    max_receive_count: int = QueueSpec().max_receive_count  # the one default: resources.py
     drain_seconds: int = 90
     log_retention_days: int = 30
     results_expire_days: int = 90

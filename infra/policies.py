@@ -28,6 +28,7 @@ def _object_arn(bucket: str, prefix: str) -> str:
 def task_policy(
     *,
     queue_arn: str,
+    dlq_arn: str,
     results_bucket: str,
     models_bucket: str,
     input_buckets: tuple[InputBucket, ...],
@@ -36,7 +37,9 @@ def task_policy(
     account: str,
     models_prefix: str = "pose_classifier/",
 ) -> Doc:
-    """What a worker may do: read its inputs and the models prefix, write results, use the queue."""
+    """What a worker may do: read its inputs and the models prefix, write results, use the queue,
+    send an invalid message to the dead-letter queue, and keep its attempt markers
+    (``<results>/<job>/attempts/<task>.json``, posefleet.attempts) beside the results."""
     statements: list[Doc] = [
         {
             "Sid": "TasksQueue",
@@ -50,11 +53,29 @@ def task_policy(
             ],
             "Resource": queue_arn,
         },
+        {  # a body the worker judges invalid goes there at once, with its reason
+            "Sid": "DeadLetters",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+            "Resource": dlq_arn,
+        },
         {
             "Sid": "WriteResults",
             "Effect": "Allow",
             "Action": "s3:PutObject",
             "Resource": f"arn:aws:s3:::{results_bucket}/*",
+        },
+        {  # the worker reads back its attempt markers, and only those
+            "Sid": "ReadAttemptMarkers",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{results_bucket}/*/attempts/*",
+        },
+        {  # without ListBucket a missing marker answers 403, not 404
+            "Sid": "ListResults",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{results_bucket}",
         },
         {
             "Sid": "ReadModels",

@@ -70,6 +70,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         name,
         WorkerRolesArgs(
             queue_arn=queue.queue.arn,
+            dlq_arn=queue.dlq.arn,
             results_bucket=storage.results.bucket,
             models_bucket=storage.models.bucket,
             repository_arn=image.repository.arn,

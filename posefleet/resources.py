@@ -30,7 +30,12 @@ DISCOVERY_PARAMETER = "/posefleet/config"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueSpec:
     visibility_timeout: int = 300
-    max_receive_count: int = 5
+    # The backstop for crash loops, not the poison detector: the worker dead-letters invalid
+    # bodies itself, and an image that kills it ends as a `crashed_worker` line after
+    # WorkerSettings.crash_attempts (3) crashes alone, i.e. by its message's 6th receive. 10
+    # leaves room for that and for interruptions (Spot, OOM, deploys) on top
+    # (docs/operations.md, "Crashes and poison").
+    max_receive_count: int = 10
     receive_wait_seconds: int = 20
     retention_seconds: int = 4 * 24 * 3600
     dlq_retention_seconds: int = 14 * 24 * 3600

@@ -27,6 +27,9 @@ class ErrorKind(StrEnum):
     TOO_MANY_PIXELS = "too_many_pixels"
     UNSUPPORTED_FORMAT = "unsupported_format"
     DECODE_FAILED = "decode_failed"
+    # The image stopped the worker process (``crash_attempts`` times in a row, each time taken
+    # alone): it is not decoded again (posefleet.attempts).
+    CRASHED_WORKER = "crashed_worker"
 
 
 class ImageError(Exception):

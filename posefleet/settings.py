@@ -104,6 +104,25 @@ class WorkerSettings(CommonSettings):
     max_images_in_flight: int = Field(
         default=256, ge=1, description="Receiving pauses while this many images are held."
     )
+    prefetch_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        description="Work bound on receiving: hold at most this many seconds of the worker's "
+        "measured throughput (and never more than max_images_in_flight), so a crash touches "
+        "few messages and a small job spreads over the fleet.",
+    )
+    prefetch_batches: int = Field(
+        default=2,
+        ge=1,
+        description="Floor of that bound, in batches: the batch the model is on and the next "
+        "one, so the model never waits (a GPU's larger batch_size raises it with it).",
+    )
+    crash_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Crashes of the worker on one image, taken alone after its message came "
+        "back, before that image gets a crashed_worker error line instead of another try.",
+    )
     wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long poll.")
     visibility_timeout: int = Field(
         default=300, ge=10, description="Seconds a received task stays hidden between heartbeats."

@@ -8,8 +8,8 @@ A message body is either
   stream job, its key URL-decoded (``unquote_plus``) exactly once; or
 * ``s3:TestEvent``, which S3 sends when notifications are configured: acknowledged, ignored.
 
-Anything else raises :class:`InvalidMessage`; the worker leaves such a message to the
-queue's redrive policy, which moves it to the dead-letter queue.
+Anything else raises :class:`InvalidMessage`; the worker sends such a message to the
+dead-letter queue itself, with the reason (posefleet.deadletter), and deletes it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ MAX_KEYS_PER_TASK = 1000
 
 
 class InvalidMessage(ValueError):
-    """A message body that is not a task, an S3 event or an S3 test event."""
+    """A message body that is not a task, an S3 event or an S3 test event.
+
+    Judged from the body alone, so receiving it again cannot help: its message is
+    dead-lettered at once, with ``str(error)`` as the reason."""
 
 
 class TaskMessage(BaseModel):
@@ -203,6 +206,11 @@ def parse_message(body: str, *, stream_job: str, stream_results: str) -> ParsedM
                 f"S3 event record is not a valid task: {e.errors()[0]['msg']}"
             ) from e
         return ParsedMessage(tasks=tasks, kind="s3_event")
+    if "v" in data and data["v"] != TASK_VERSION:
+        raise InvalidMessage(
+            f"task version {data['v']!r} is unknown to this worker, which reads version "
+            f"{TASK_VERSION}; upgrade the workers, then redrive"
+        )
     try:
         return ParsedMessage(tasks=(TaskMessage.model_validate(data),), kind="task")
     except ValidationError as e:

@@ -402,7 +402,7 @@ def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.follow import dead_letter_url
+    from posefleet.deadletter import dead_letter_url
     from producer.redrive import peek, redrive
 
     sqs = client("sqs")
@@ -418,6 +418,7 @@ def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
                 json.dumps(
                     {
                         "message_id": d.message_id,
+                        "reason": d.reason,
                         "receives": d.receives,
                         "problem": d.problem,
                         "body": d.body[:300],

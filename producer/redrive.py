@@ -2,6 +2,8 @@
 
 Each message is sent to the tasks queue before it is deleted from the dead-letter queue, so a
 crash between the two duplicates a task rather than losing it (results are idempotent).
+Each dead letter says why it is there (posefleet.deadletter): the worker's reason for a body it
+judged invalid, or the redrive policy's (received maxReceiveCount times).
 IAM: ``sqs:ReceiveMessage``, ``sqs:DeleteMessage`` on the DLQ, ``sqs:SendMessage`` on the queue.
 """
 
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from posefleet.deadletter import REASON_ATTRIBUTE, reason_of
 from posefleet.task import InvalidMessage, parse_message
 
 __all__ = ["DeadLetter", "peek", "redrive"]
@@ -22,6 +25,7 @@ class DeadLetter:
     body: str
     receives: int
     problem: str | None  # why the body is not a task, if it is not one
+    reason: str  # why it is in the dead-letter queue: the worker's reason, or the redrive's
 
 
 def _receive(sqs: Any, url: str, visibility: int) -> list[dict]:
@@ -31,6 +35,7 @@ def _receive(sqs: Any, url: str, visibility: int) -> list[dict]:
         WaitTimeSeconds=0,
         VisibilityTimeout=visibility,
         MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        MessageAttributeNames=[REASON_ATTRIBUTE],
     ).get("Messages", [])
 
 
@@ -55,7 +60,7 @@ def peek(sqs: Any, dlq_url: str, *, limit: int = 50) -> list[DeadLetter]:
                 handles.append(m["ReceiptHandle"])
                 receives = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0))
                 seen[m["MessageId"]] = DeadLetter(
-                    m["MessageId"], m["Body"], receives, _problem(m["Body"])
+                    m["MessageId"], m["Body"], receives, _problem(m["Body"]), reason_of(m)
                 )
     finally:
         for start in range(0, len(handles), 10):

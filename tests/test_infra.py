@@ -12,6 +12,7 @@ import pytest
 
 from infra.config import InputBucket, StackConfig
 from posefleet import metric_names as m
+from posefleet.resources import QueueSpec
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -119,7 +120,10 @@ def test_the_queue_has_a_dead_letter_queue_and_outlives_the_longest_task(cpu_sta
         cpu_stack.one("aws:sqs/queue:Queue", "dlq"),
     )
     redrive = json.loads(tasks.state["redrivePolicy"])
-    assert redrive == {"deadLetterTargetArn": dlq.state["arn"], "maxReceiveCount": 5}
+    assert redrive == {
+        "deadLetterTargetArn": dlq.state["arn"],
+        "maxReceiveCount": QueueSpec().max_receive_count,  # the backstop, as local mode has it
+    }
     assert tasks.state["visibilityTimeoutSeconds"] > 150  # the longest task
     assert tasks.state["receiveWaitTimeSeconds"] == 20
     assert dlq.state["messageRetentionSeconds"] > tasks.state["messageRetentionSeconds"]
@@ -220,9 +224,21 @@ def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_
             ):
                 assert set(_as_list(st["Action"])) <= {"s3:GetObject", "s3:ListBucket"}
     queue_arn = cpu_stack.one("aws:sqs/queue:Queue", "tasks").state["arn"]
+    dlq_arn = cpu_stack.one("aws:sqs/queue:Queue", "dlq").state["arn"]
     sqs = [st for st in statements if any(a.startswith("sqs:") for a in _as_list(st["Action"]))]
-    assert [st["Resource"] for st in sqs] == [queue_arn]
-    assert "sqs:SendMessage" not in sqs[0]["Action"]
+    assert [st["Resource"] for st in sqs] == [queue_arn, dlq_arn]
+    assert "sqs:SendMessage" not in sqs[0]["Action"]  # it never enqueues tasks
+    # only an invalid body goes to the dead-letter queue, sent by the worker with its reason
+    assert sorted(_as_list(sqs[1]["Action"])) == ["sqs:GetQueueUrl", "sqs:SendMessage"]
+    # results are read back only where attempt markers live
+    result_reads = [
+        resource
+        for st in statements
+        if "s3:GetObject" in _as_list(st["Action"])
+        for resource in _as_list(st["Resource"])
+        if "posefleet-results" in resource
+    ]
+    assert result_reads == ["arn:aws:s3:::posefleet-results/*/attempts/*"]
 
 
 def test_cpu_mode_runs_on_fargate_and_fargate_spot(cpu_stack):

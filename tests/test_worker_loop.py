@@ -11,6 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from posefleet import metric_names
+from posefleet.attempts import AttemptMarker, attempts_key
+from posefleet.deadletter import REASON_ATTRIBUTE, dead_letter_url
 from posefleet.layout import ResultsLocation
 from posefleet.result import load_lines
 from posefleet.settings import WorkerSettings
@@ -98,7 +100,8 @@ def run_worker(
     out = io.StringIO()
     worker = Worker(
         settings=settings(queue_url, **kw),
-        tasks_queue=queue or TaskQueue(sqs=sqs, url=queue_url),
+        tasks_queue=queue
+        or TaskQueue(sqs=sqs, url=queue_url, dlq_url=dead_letter_url(sqs, queue_url)),
         s3=s3,
         classifier=classifier,
         metrics=Metrics(service="test", out=out),
@@ -218,21 +221,129 @@ def test_access_denied_is_an_error_line_and_a_transient_fault_leaves_the_task_fo
     assert worker.stats["released"] == 1
 
 
-def test_invalid_messages_go_to_the_dead_letter_queue_while_good_tasks_are_served(
-    s3, sqs, queues, classifier
-):
+def test_invalid_messages_are_dead_lettered_at_once_with_their_reason(s3, sqs, queues, classifier):
     sqs.send_message(QueueUrl=queues.queue_url, MessageBody="{not json")
     good = send_task(sqs, queues.queue_url, [put(s3, "g/1.jpg", jpeg())])
     worker, emf = run_worker(s3, sqs, queues.queue_url, classifier, idle=2)
     assert len(result(s3, good)) == 1
-    assert worker.stats["invalid_messages"] >= 2  # received maxReceiveCount (2) times
+    assert worker.stats["invalid_messages"] == 1  # judged on its first receive
+    assert worker.stats["dead_lettered"] == 1
     assert depth(sqs, queues.queue_url) == 0
-    dead = sqs.receive_message(QueueUrl=queues.dlq_url, MaxNumberOfMessages=10)["Messages"]
-    assert [m["Body"] for m in dead] == ["{not json"]
-    assert (
-        sum(doc.get(metric_names.MESSAGES_INVALID, 0) for doc in emf)
-        == worker.stats["invalid_messages"]
+    (dead,) = sqs.receive_message(
+        QueueUrl=queues.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert dead["Body"] == "{not json"
+    assert "not JSON" in dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"]
+    assert sum(doc.get(metric_names.MESSAGES_INVALID, 0) for doc in emf) == 1
+
+
+def test_without_a_dead_letter_queue_invalid_messages_are_left_to_the_redrive_policy(
+    s3, sqs, queues, classifier
+):
+    # A worker that found no RedrivePolicy: the message is made visible again at once
+    sqs.send_message(QueueUrl=queues.queue_url, MessageBody="{not json")
+    no_dlq = TaskQueue(sqs=sqs, url=queues.queue_url, dlq_url=None)
+    worker, _ = run_worker(s3, sqs, queues.queue_url, classifier, idle=2, queue=no_dlq)
+    assert worker.stats["invalid_messages"] >= 2  # received maxReceiveCount (2) times
+    assert worker.stats["dead_lettered"] == 0
+    dead = sqs.receive_message(
+        QueueUrl=queues.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert [(m["Body"], m.get("MessageAttributes")) for m in dead] == [("{not json", None)]
+
+
+def came_back(sqs, queue_url: str) -> None:
+    """Receive every message once and hand it back: the worker's receive is the second."""
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    assert got.get("Messages")
+
+
+def marker(s3, task: TaskMessage) -> AttemptMarker:
+    key = attempts_key(task.location, task.job_id, task.task_id)
+    return AttemptMarker.model_validate_json(s3.get_object(Bucket=RESULTS, Key=key)["Body"].read())
+
+
+def test_a_message_that_came_back_is_taken_image_by_image_behind_an_attempt_marker(
+    s3, sqs, queues, classifier
+):
+    keys = [put(s3, f"back/{i}.jpg", jpeg(seed=i)) for i in range(3)]
+    keys.append("back/missing.jpg")
+    task = send_task(sqs, queues.queue_url, keys)
+    s3.put_object(  # an earlier crash on keys[1], not yet at crash_attempts
+        Bucket=RESULTS,
+        Key=attempts_key(task.location, task.job_id, task.task_id),
+        Body=AttemptMarker(job_id="job1", task_id=task.task_id, attempts={keys[1]: 2}).to_body(),
     )
+    came_back(sqs, queues.queue_url)
+    puts: list[str] = []
+
+    class SpyS3(FaultyS3):
+        def put_object(self, **kw: Any) -> Any:
+            puts.append(kw["Key"])
+            return self.real.put_object(**kw)
+
+    worker, _ = run_worker(SpyS3(s3), sqs, queues.queue_url, classifier)
+
+    lines = result(s3, task)
+    assert [(line.key, line.status) for line in lines] == [
+        (keys[0], "ok"),
+        (keys[1], "ok"),
+        (keys[2], "ok"),
+        (keys[3], "error"),
+    ]
+    assert worker.stats["isolated_messages"] == 1 and worker.stats["isolated_images"] == 3
+    # a marker before each image decoded, one at the end; the result last
+    marker_key = attempts_key(task.location, task.job_id, task.task_id)
+    assert puts == [marker_key] * 4 + [task.result_key]
+    assert marker(s3, task).attempts == {}  # keys[1] finished: it was not the killer
+    assert depth(sqs, queues.queue_url) == 0
+
+
+def test_a_message_caught_in_a_crash_is_first_tried_as_one_group(s3, sqs, queues, classifier):
+    keys = [put(s3, f"group/{i}.jpg", jpeg(seed=i)) for i in range(3)]
+    task = send_task(sqs, queues.queue_url, keys)
+    came_back(sqs, queues.queue_url)
+    markers: list[AttemptMarker] = []
+
+    class SpyS3(FaultyS3):
+        def put_object(self, **kw: Any) -> Any:
+            if "/attempts/" in kw["Key"]:
+                markers.append(AttemptMarker.model_validate_json(kw["Body"]))
+            return self.real.put_object(**kw)
+
+    worker, _ = run_worker(SpyS3(s3), sqs, queues.queue_url, classifier)
+
+    assert [line.status for line in result(s3, task)] == ["ok"] * 3
+    # one trial naming the whole group, then cleared: no image was counted alone
+    assert [(m.trial, m.attempts) for m in markers] == [(keys, {}), ([], {})]
+    assert worker.stats["isolated_images"] == 3
+
+
+def test_an_image_that_stopped_workers_crash_attempts_times_is_not_fetched_again(
+    s3, sqs, queues, classifier
+):
+    keys = [put(s3, "mates/a.jpg", jpeg(seed=1)), "killer/x.jpg", put(s3, "mates/b.jpg", jpeg())]
+    put(s3, keys[1], jpeg(seed=2))
+    task = send_task(sqs, queues.queue_url, keys)
+    s3.put_object(
+        Bucket=RESULTS,
+        Key=attempts_key(task.location, task.job_id, task.task_id),
+        Body=AttemptMarker(job_id="job1", task_id=task.task_id, attempts={keys[1]: 3}).to_body(),
+    )
+    came_back(sqs, queues.queue_url)
+    spy = FaultyS3(s3)
+
+    worker, emf = run_worker(spy, sqs, queues.queue_url, classifier, crash_attempts=3)
+
+    ok_a, killer, ok_b = result(s3, task)
+    assert (killer.status, killer.error_kind) == ("error", "crashed_worker")
+    assert "3 times" in killer.error_message
+    assert (ok_a.status, ok_b.status) == ("ok", "ok")
+    assert keys[1] not in spy.gets  # never fetched, so never decoded again
+    assert marker(s3, task).attempts == {keys[1]: 3}  # a stable outcome for a re-run too
+    assert worker.stats["crashed_worker_images"] == 1
+    failed = [doc for doc in emf if doc.get("ErrorKind") == "crashed_worker"]
+    assert sum(doc[metric_names.IMAGES_FAILED] for doc in failed) == 1
 
 
 def test_s3_events_are_one_key_tasks_and_test_events_are_acknowledged(s3, sqs, queues, classifier):

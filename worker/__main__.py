@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     torch_threads = settings.torch_threads or cpus
     decode_threads = settings.decode_threads or cpus
 
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
+    from posefleet.deadletter import dead_letter_url
     from worker.loop import Worker
     from worker.metrics import Metrics
     from worker.model import Classifier
@@ -95,9 +96,30 @@ def main(argv: list[str] | None = None) -> int:
     from worker.protection import ScaleInProtection
     from worker.sqs import TaskQueue
 
-    s3 = client("s3", max_attempts=settings.aws_max_attempts, max_pool=settings.fetch_threads + 8)
-    sqs = client("sqs", max_attempts=settings.aws_max_attempts)
-    queue_url = settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    try:
+        s3 = client(
+            "s3", max_attempts=settings.aws_max_attempts, max_pool=settings.fetch_threads + 8
+        )
+        sqs = client("sqs", max_attempts=settings.aws_max_attempts)
+        queue_url = (
+            settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+        )
+        dlq_url = dead_letter_url(sqs, queue_url)
+    except NoRegionError:
+        print(
+            "worker: no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION "
+            "(e.g. AWS_REGION=us-east-1)",
+            file=sys.stderr,
+        )
+        return 2
+    except (ClientError, BotoCoreError) as e:  # no queue, no service
+        log.error(
+            "queue_lookup_failed", queue=settings.queue_url or settings.queue_name, error=str(e)
+        )
+        print(f"worker: cannot use the tasks queue: {e}", file=sys.stderr)
+        return 1
+    if dlq_url is None:
+        log.warning("no_dead_letter_queue", queue=queue_url)
     metrics = Metrics(service=settings.service)
 
     try:
@@ -130,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     worker = Worker(
         settings=settings,
-        tasks_queue=TaskQueue(sqs=sqs, url=queue_url),
+        tasks_queue=TaskQueue(sqs=sqs, url=queue_url, dlq_url=dlq_url),
         s3=s3,
         classifier=classifier,
         metrics=metrics,

@@ -2,18 +2,25 @@
 
 Threads, each with one job, connected by queues:
 
-* **receive** long-polls SQS while fewer than ``max_images_in_flight`` images are held (the
-  back-pressure that keeps memory flat), parses each message and hands its keys to
+* **receive** long-polls SQS while fewer images are held than a few seconds of work
+  (``worker.prefetch``: measured throughput, a floor of batches, the memory bound
+  ``max_images_in_flight``), asking for no more messages than fit; it parses each message and
+  hands the keys of a first delivery to
 * **fetch** (a thread pool of S3 GETs), which hands bytes to
 * **decode** (a pool sized to the CPUs), which puts ``uint8`` images on the ready queue;
 * **infer** (the one owner of the model) collects batches across tasks, closed on size or age;
+* **isolate** takes a message that came back after earlier receives: its images one at a time,
+  each decoded and classified alone (``worker.gate``) after an attempt marker naming it is
+  written (``posefleet.attempts``), so an image that kills the process is caught by name and,
+  after ``crash_attempts`` crashes, gets a ``crashed_worker`` line instead of another try;
 * **write** PUTs one JSON Lines object per task once each of its images has a line;
 * **ack** deletes a message with DeleteMessageBatch only after all its tasks are written;
 * **heartbeat** extends the visibility of every held message; a message whose heartbeat
   fails is abandoned (never deleted), and comes back to some worker.
 
 A bad image becomes an error line and its task goes on; a transient S3 fault abandons the task
-for redelivery; an invalid message is left to the redrive policy (dead-letter queue).
+for redelivery; an invalid message is sent to the dead-letter queue at once with its reason
+(``posefleet.deadletter``), or, without one, left to the redrive policy.
 On SIGTERM: stop receiving, finish what fits in ``drain_seconds``, release the rest at once
 (visibility 0), flush metrics, return 0.
 """
@@ -30,17 +37,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from posefleet import metric_names as m
+from posefleet.attempts import AttemptMarker, attempts_key
 from posefleet.logs import get_logger
-from posefleet.preprocess import decode_image
+from posefleet.preprocess import DecodedImage, decode_image
 from posefleet.result import ErrorKind, ImageError, ResultLine, dump_lines
 from posefleet.settings import WorkerSettings
 from posefleet.task import InvalidMessage, TaskMessage, parse_message
 from worker.batching import collect_batch
 from worker.fetch import TransientFetchError, fetch_object
+from worker.gate import Gate
 from worker.metrics import Metrics
-from worker.model import Classifier
+from worker.model import Classifier, Prediction
+from worker.prefetch import Throughput, messages_to_receive, prefetch_limit
 from worker.protection import ScaleInProtection
 from worker.sqs import Received, TaskQueue
 
@@ -123,6 +134,10 @@ class Worker:
         self._last_activity = time.monotonic()
         self._ready: queue.Queue[Item] = queue.Queue()
         self._acks: queue.Queue[Held] = queue.Queue()
+        self._suspects: queue.Queue[Held] = queue.Queue()  # came back: taken image by image
+        self._gate = Gate()  # decoding and the model: shared, or one image on trial alone
+        self._throughput = Throughput()
+        self._images_per_message: float | None = None  # running average, for MaxNumberOfMessages
         self._stop_receiving = threading.Event()
         self._stop = threading.Event()
         self._fetch_pool = ThreadPoolExecutor(settings.fetch_threads, thread_name_prefix="fetch")
@@ -136,6 +151,7 @@ class Worker:
         threads = [
             threading.Thread(target=self._receive_loop, name="receive", daemon=True),
             threading.Thread(target=self._infer_loop, name="infer", daemon=True),
+            threading.Thread(target=self._isolate_loop, name="isolate", daemon=True),
             threading.Thread(target=self._ack_loop, name="ack", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
         ]
@@ -201,17 +217,29 @@ class Worker:
 
     # ----------------------------------------------------------------- receive
 
+    def prefetch_limit(self) -> int:
+        """Images this worker may hold now: a few seconds of its measured throughput."""
+        s = self.settings
+        return prefetch_limit(
+            rate=self._throughput.rate(),
+            seconds=s.prefetch_seconds,
+            batch_size=s.batch_size,
+            min_batches=s.prefetch_batches,
+            max_images=s.max_images_in_flight,
+        )
+
     def _receive_loop(self) -> None:
         backoff = 1.0
         while not self._stop_receiving.is_set():
             with self._lock:
-                room = self.settings.max_images_in_flight - self._images_held
-            if room <= 0:
+                room = self.prefetch_limit() - self._images_held
+            wanted = messages_to_receive(room=room, images_per_message=self._images_per_message)
+            if not wanted:
                 time.sleep(0.02)
                 continue
             try:
                 messages = self.queue.receive(
-                    max_messages=10,
+                    max_messages=wanted,
                     wait_seconds=self.settings.wait_time_seconds,
                     visibility=self.settings.visibility_timeout,
                 )
@@ -237,17 +265,9 @@ class Worker:
                 stream_results=self.settings.results,
             )
         except InvalidMessage as e:
-            # Not deleted: visible again at once, so the redrive policy moves it to the
-            # dead-letter queue after maxReceiveCount receives instead of it waiting each time.
-            log.warning(
-                "invalid_message",
-                message_id=message.message_id,
-                receives=message.receive_count,
-                error=str(e),
-            )
             self.stats["invalid_messages"] += 1
             self.metrics.count(m.MESSAGES_INVALID, 1)
-            self.queue.change_visibility([message], 0)
+            self._invalid(message, str(e))
             return
         held = Held(received=message, pending=len(parsed.tasks))
         if not parsed.tasks:  # s3:TestEvent, or an event with no created objects
@@ -266,6 +286,20 @@ class Worker:
         with self._lock:
             self._held[message.receipt_handle] = held
             self._images_held += held.images
+        per = self._images_per_message
+        self._images_per_message = held.images if per is None else 0.8 * per + 0.2 * held.images
+        if message.receive_count > 1:
+            # It came back: it may hold an image that kills the process. Taken image by image.
+            log.info(
+                "message_isolated",
+                message_id=message.message_id,
+                receives=message.receive_count,
+                tasks=len(held.tasks),
+                images=held.images,
+            )
+            self.stats["isolated_messages"] += 1
+            self._suspects.put(held)
+            return
         for state in held.tasks:
             log.debug(
                 "task_received",
@@ -275,6 +309,27 @@ class Worker:
             )
             for index in range(len(state.task.keys)):
                 self._fetch_pool.submit(self._fetch, state, index)
+
+    def _invalid(self, message: Received, reason: str) -> None:
+        """A body judged invalid by itself: to the dead-letter queue now, with its reason."""
+        try:
+            sent = self.queue.dead_letter(message, reason)
+        except (ClientError, BotoCoreError) as e:
+            log.warning("dead_letter_failed", message_id=message.message_id, error=str(e))
+            sent = False
+        log.warning(
+            "invalid_message",
+            message_id=message.message_id,
+            receives=message.receive_count,
+            error=reason,
+            action="dead_lettered" if sent else "left_to_redrive",
+        )
+        if sent:
+            self.stats["dead_lettered"] += 1
+            return
+        # No dead-letter queue (or it refused): visible again at once, so the redrive policy,
+        # if any, moves it after maxReceiveCount receives instead of it waiting each time.
+        self.queue.change_visibility([message], 0)
 
     # ----------------------------------------------------------------- fetch, decode
 
@@ -299,20 +354,17 @@ class Worker:
         self.metrics.observe(m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="fetch")
         self._decode_pool.submit(self._decode, state, index, data)
 
-    def _decode(self, state: TaskState, index: int, data: bytes) -> None:
-        if state.held.closed:
-            return
-        started = time.perf_counter()
+    def _decode_one(self, state: TaskState, index: int, data: bytes) -> DecodedImage:
+        """Decode one image; raises ImageError, also for a decoder's unexpected exception."""
         try:
-            decoded = decode_image(
+            return decode_image(
                 data,
                 input_size=self.classifier.spec.input_size,
                 max_pixels=self.settings.max_image_pixels,
                 draft=self.settings.jpeg_draft,
             )
-        except ImageError as e:
-            self._image_failed(state, index, e)
-            return
+        except ImageError:
+            raise
         except Exception as e:  # an image must never fail its task or batch
             log.exception(
                 "decode_crashed",
@@ -320,9 +372,17 @@ class Worker:
                 task=state.task.task_id,
                 key=state.task.keys[index],
             )
-            self._image_failed(
-                state, index, ImageError(ErrorKind.DECODE_FAILED, f"decoding failed: {e}")
-            )
+            raise ImageError(ErrorKind.DECODE_FAILED, f"decoding failed: {e}") from e
+
+    def _decode(self, state: TaskState, index: int, data: bytes) -> None:
+        if state.held.closed:
+            return
+        started = time.perf_counter()
+        try:
+            with self._gate.shared():
+                decoded = self._decode_one(state, index, data)
+        except ImageError as e:
+            self._image_failed(state, index, e)
             return
         self.metrics.observe(m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="decode")
         self._ready.put(
@@ -357,8 +417,9 @@ class Worker:
                 continue
             started = time.perf_counter()
             try:
-                probs = self.classifier.predict([item.pixels for item in live])
-                predictions = self.classifier.postprocess(probs)
+                with self._gate.shared():
+                    probs = self.classifier.predict([item.pixels for item in live])
+                    predictions = self.classifier.postprocess(probs)
             except Exception:
                 log.exception("inference_failed", batch=len(live))
                 for held in {item.state.held for item in live}:
@@ -369,22 +430,198 @@ class Worker:
             )
             self.metrics.observe(m.BATCH_SIZE, len(live), "Count")
             self.stats["batches"] += 1
-            version = self.classifier.version
             for item, p in zip(live, predictions, strict=True):
-                task = item.state.task
-                line = ResultLine(
-                    bucket=task.bucket,
-                    key=task.keys[item.index],
-                    status="ok",
-                    model_version=version,
-                    original_size=item.original_size,
-                    predicted_class_index=p.predicted_class_index,
-                    predicted_class_id=p.predicted_class_id,
-                    predicted_class_name=p.predicted_class_name,
-                    confidence=p.confidence,
-                    all_probabilities=p.all_probabilities,
-                )
+                line = self._ok_line(item.state.task, item.index, p, item.original_size)
                 self._finish_item(item.state, item.index, line)
+
+    def _ok_line(
+        self, task: TaskMessage, index: int, p: Prediction, original_size: tuple[int, int]
+    ) -> ResultLine:
+        return ResultLine(
+            bucket=task.bucket,
+            key=task.keys[index],
+            status="ok",
+            model_version=self.classifier.version,
+            original_size=original_size,
+            predicted_class_index=p.predicted_class_index,
+            predicted_class_id=p.predicted_class_id,
+            predicted_class_name=p.predicted_class_name,
+            confidence=p.confidence,
+            all_probabilities=p.all_probabilities,
+        )
+
+    # ----------------------------------------------------------------- isolate
+
+    def _isolate_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                held = self._suspects.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for state in held.tasks:
+                if held.closed:
+                    break
+                try:
+                    self._isolate(state)
+                except Exception:
+                    log.exception(
+                        "isolation_failed", job=state.task.job_id, task=state.task.task_id
+                    )
+                    self._abandon(held, reason="isolation_failed")
+
+    def _isolate(self, state: TaskState) -> None:
+        """The images of a task that came back, each group alone behind an attempt marker.
+
+        A task none of whose images is suspect yet is tried as one group (batches of
+        ``batch_size``), named in the marker's ``trial``. If the process dies then, the next
+        worker tries them one at a time, each counted in ``attempts`` before it starts, so the
+        count lands on the image that kills the process; an image that finishes is cleared."""
+        task, held = state.task, state.held
+        bucket = task.location.bucket
+        marker_key = attempts_key(task.location, task.job_id, task.task_id)
+        try:
+            attempts, trial = self._read_attempts(bucket, marker_key)
+        except (ClientError, BotoCoreError) as e:
+            log.warning("attempts_read_failed", job=task.job_id, task=task.task_id, error=str(e))
+            self._abandon(held, reason="attempts_read_failed")
+            return
+        stored = (dict(attempts), list(trial))
+        limit = self.settings.crash_attempts
+        lines: list[tuple[int, ResultLine]] = []
+        todo: list[int] = []
+        for index, key in enumerate(task.keys):
+            crashes = attempts.get(key, 0)
+            if crashes < limit:
+                todo.append(index)
+                continue
+            # It has stopped `limit` workers in a row, taken alone: not tried again.
+            log.warning(
+                "image_crashed_worker", job=task.job_id, task=task.task_id, key=key, crashes=crashes
+            )
+            self.stats["crashed_worker_images"] += 1
+            error = ImageError(
+                ErrorKind.CRASHED_WORKER,
+                f"s3://{task.bucket}/{key} stopped the worker {crashes} times in a row, "
+                "each time decoded and classified alone; it is not tried again",
+            )
+            lines.append((index, ResultLine.error(task.bucket, key, error)))
+        suspect = bool(trial) or any(attempts.get(task.keys[i], 0) for i in todo) or bool(lines)
+        size = 1 if suspect else self.settings.batch_size
+        groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+
+        def fetch(group: list[int]) -> list[tuple[int, Any]]:
+            return [
+                (
+                    index,
+                    self._fetch_pool.submit(
+                        fetch_object,
+                        self.s3,
+                        task.bucket,
+                        task.keys[index],
+                        max_bytes=self.settings.max_image_bytes,
+                    ),
+                )
+                for index in group
+            ]
+
+        fetching = fetch(groups[0]) if groups else []
+        for number, _ in enumerate(groups):
+            if held.closed:
+                return
+            current = fetching
+            fetching = fetch(groups[number + 1]) if number + 1 < len(groups) else []
+            fetched: list[tuple[int, bytes]] = []
+            for index, future in current:
+                key = task.keys[index]
+                try:
+                    fetched.append((index, future.result()))
+                except ImageError as e:  # never decoded: no attempt to count
+                    lines.append((index, ResultLine.error(task.bucket, key, e)))
+                except TransientFetchError as e:
+                    log.warning(
+                        "fetch_failed", job=task.job_id, task=task.task_id, key=key, error=str(e)
+                    )
+                    self._abandon(held, reason="fetch_failed")
+                    return
+            if not fetched:
+                continue
+            if size == 1:  # counted alone
+                (index, _data), trial = fetched[0], []
+                attempts[task.keys[index]] = attempts.get(task.keys[index], 0) + 1
+            else:  # tried together: if the process dies now, each becomes a suspect
+                trial = [task.keys[index] for index, _data in fetched]
+            with self._gate.alone():
+                try:  # durable before the risky part: if the process dies now, these did it
+                    self._write_attempts(bucket, marker_key, task, attempts, trial)
+                except (ClientError, BotoCoreError) as e:
+                    log.warning(
+                        "attempts_write_failed", job=task.job_id, task=task.task_id, error=str(e)
+                    )
+                    self._abandon(held, reason="attempts_write_failed")
+                    return
+                stored = (dict(attempts), list(trial))
+                decoded: list[tuple[int, DecodedImage]] = []
+                for index, data in fetched:
+                    try:
+                        decoded.append((index, self._decode_one(state, index, data)))
+                    except ImageError as e:
+                        lines.append((index, ResultLine.error(task.bucket, task.keys[index], e)))
+                if decoded:
+                    try:
+                        probs = self.classifier.predict([d.pixels for _, d in decoded])
+                        predictions = self.classifier.postprocess(probs)
+                    except Exception:
+                        log.exception("inference_failed", batch=len(decoded), isolated=True)
+                        self._abandon(held, reason="inference_failed")
+                        return
+                    for (index, d), p in zip(decoded, predictions, strict=True):
+                        lines.append((index, self._ok_line(task, index, p, d.original_size)))
+            for index, _data in fetched:  # they finished: whatever stopped workers, not these
+                attempts.pop(task.keys[index], None)
+            trial = []
+            self.stats["isolated_images"] += len(fetched)
+        if (attempts, trial) != stored:
+            try:  # only keys that are still suspect stay; not needed for this task's result
+                self._write_attempts(bucket, marker_key, task, attempts, trial)
+            except (ClientError, BotoCoreError) as e:
+                log.warning(
+                    "attempts_write_failed", job=task.job_id, task=task.task_id, error=str(e)
+                )
+        for index, line in sorted(lines, key=lambda pair: pair[0]):
+            if line.status == "error" and line.error_kind is not ErrorKind.CRASHED_WORKER:
+                self._image_failed(state, index, ImageError(line.error_kind, line.error_message))
+            else:
+                self._finish_item(state, index, line)
+
+    def _read_attempts(self, bucket: str, key: str) -> tuple[dict[str, int], list[str]]:
+        """The marker's counts and trial group; empty when there is none."""
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+                return {}, []
+            raise
+        try:
+            marker = AttemptMarker.model_validate_json(body)
+        except ValidationError as e:
+            log.warning("attempts_unreadable", key=key, error=str(e))
+            return {}, []
+        return dict(marker.attempts), list(marker.trial)
+
+    def _write_attempts(
+        self,
+        bucket: str,
+        key: str,
+        task: TaskMessage,
+        attempts: dict[str, int],
+        trial: list[str],
+    ) -> None:
+        marker = AttemptMarker(
+            job_id=task.job_id, task_id=task.task_id, attempts=attempts, trial=trial
+        )
+        self.s3.put_object(
+            Bucket=bucket, Key=key, Body=marker.to_body(), ContentType="application/json"
+        )
 
     # ----------------------------------------------------------------- write, ack
 
@@ -395,6 +632,7 @@ class Worker:
             state.lines[index] = line
             state.remaining -= 1
             complete = state.remaining == 0
+        self._throughput.add(1)
         if complete:
             self._write_pool.submit(self._write, state)
 

@@ -3,7 +3,8 @@
 Queue settings it relies on (infra/ and local mode set them from ``posefleet.resources``):
 a redrive policy to the dead-letter queue, a visibility timeout above the longest task, long
 polling. IAM: ``sqs:ReceiveMessage``, ``sqs:DeleteMessage``, ``sqs:ChangeMessageVisibility``
-and ``sqs:GetQueueUrl`` / ``sqs:GetQueueAttributes`` on the tasks queue only.
+and ``sqs:GetQueueUrl`` / ``sqs:GetQueueAttributes`` on the tasks queue; ``sqs:GetQueueUrl``
+and ``sqs:SendMessage`` on its dead-letter queue (invalid bodies are sent there at once).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from posefleet.deadletter import reason_attributes
 
 __all__ = ["Received", "TaskQueue"]
 
@@ -29,9 +32,10 @@ def _chunks(items: Sequence[Received], size: int = 10) -> Iterable[Sequence[Rece
 
 
 class TaskQueue:
-    def __init__(self, *, sqs: Any, url: str) -> None:
+    def __init__(self, *, sqs: Any, url: str, dlq_url: str | None = None) -> None:
         self.sqs = sqs
         self.url = url
+        self.dlq_url = dlq_url  # from the queue's RedrivePolicy; None: there is none
 
     def receive(self, *, max_messages: int, wait_seconds: int, visibility: int) -> list[Received]:
         response = self.sqs.receive_message(
@@ -77,3 +81,17 @@ class TaskQueue:
             )
             failed += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
         return failed
+
+    def dead_letter(self, message: Received, reason: str) -> bool:
+        """Send ``message`` to the dead-letter queue with ``reason`` as its attribute, then
+        delete it here (sent first: a crash in between duplicates a dead letter, never loses
+        one). False, and nothing done, when the queue has no dead-letter queue."""
+        if self.dlq_url is None:
+            return False
+        self.sqs.send_message(
+            QueueUrl=self.dlq_url,
+            MessageBody=message.body,
+            MessageAttributes=reason_attributes(reason),
+        )
+        self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+        return True

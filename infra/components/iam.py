@@ -15,6 +15,7 @@ from infra.policies import assume_role, execution_policy, task_policy
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerRolesArgs:
     queue_arn: pulumi.Input[str]
+    dlq_arn: pulumi.Input[str]
     results_bucket: pulumi.Input[str]
     models_bucket: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
@@ -46,6 +47,7 @@ class WorkerRoles(pulumi.ComponentResource):
                 args.cluster_name,
                 region,
                 account,
+                args.dlq_arn,
             ).apply(
                 lambda v: json.dumps(
                     task_policy(
@@ -55,6 +57,7 @@ class WorkerRoles(pulumi.ComponentResource):
                         cluster_name=v[3],
                         region=v[4],
                         account=v[5],
+                        dlq_arn=v[6],
                         input_buckets=args.input_buckets,
                     )
                 )
