@@ -56,6 +56,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 # Periods the page picks from when none is given: the workers flush their metrics every 10 s.
 PERIODS = (10, 30, 60, 300, 900, 3600)
 MAX_BUCKETS = 120
+# GetQueueAttributes names the visible count without the "Visible" of its CloudWatch metric.
+SQS_VISIBLE_ATTRIBUTE = "ApproximateNumberOfMessages"
 LOCAL_NAMES = {"cluster": "local", "service": "local"}  # ECS names: no ECS locally
 
 
@@ -145,12 +147,12 @@ def queue_depth_lines(sqs: Any, queue_urls: Iterable[str]) -> list[str]:
     lines = []
     for url in queue_urls:
         attributes = sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=[QUEUE_VISIBLE, QUEUE_IN_FLIGHT]
+            QueueUrl=url, AttributeNames=[SQS_VISIBLE_ATTRIBUTE, QUEUE_IN_FLIGHT]
         )["Attributes"]
         lines.append(
             queue_depth_line(
                 queue_name=url.rstrip("/").rsplit("/", 1)[-1],
-                visible=int(attributes.get(QUEUE_VISIBLE, 0)),
+                visible=int(attributes.get(SQS_VISIBLE_ATTRIBUTE, 0)),
                 in_flight=int(attributes.get(QUEUE_IN_FLIGHT, 0)),
                 timestamp=now,
             )
@@ -232,14 +234,21 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _nice_top(value: float) -> float:
+    """The axis' top: the least of 1, 2, 2.5 or 5 times a power of ten at or above ``value``."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(f * power for f in (1, 2, 2.5, 5, 10) if f * power >= value)
+
+
 def _clock(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
 
 
 def _chart(widget: Widget, lines: list[Series], t0: float, t1: float, period: int) -> str:
     e = html.escape
-    top = max((v for s in lines for _, v in s.points), default=0) or 1
-    top *= 1.1
+    top = _nice_top(max((v for s in lines for _, v in s.points), default=0))
     span = max(t1 - t0, period)
 
     def x(t: float) -> float:
@@ -254,7 +263,7 @@ def _chart(widget: Widget, lines: list[Series], t0: float, t1: float, period: in
         f'data-points="{n}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for frac in (0, 0.5, 1):  # y grid and labels
-        value = top / 1.1 * frac
+        value = top * frac
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y(value):.1f}" '
             f'y2="{y(value):.1f}"/><text x="{LEFT - 6}" y="{y(value) + 4:.1f}" '
