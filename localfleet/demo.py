@@ -1,27 +1,31 @@
 """``make demo``: the whole flow on this machine, against moto's server, with real processes.
 
-Starts moto's server on a free loopback port, creates the queues and buckets as infra/ would,
-uploads generated pose photos (phone-sized JPEGs among them, plus two broken files), publishes
-a checkpoint to the models bucket, starts two worker processes, runs the producer, follows the
-job to completion and prints a summary. It stops everything it started, whatever happens.
+Starts a local fleet (:mod:`localfleet.fleet`: moto's server on a free loopback port, the
+queues and buckets as infra/ creates them, two workers), uploads generated pose photos
+(phone-sized JPEGs among them, plus two broken files), publishes a checkpoint, and runs the
+producer's own commands as a user would: submit and wait, export, report. It leaves the merged
+results, the job report and the fleet's dashboard in ``.demo/``, prints a summary naming them,
+and stops everything it started, whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from posefleet.aws import client
-from posefleet.layout import ResultsLocation
-from posefleet.local import LocalAWS, bootstrap
-from posefleet.resources import DEFAULT_INPUT_BUCKET, DEFAULT_MODELS_BUCKET, DEFAULT_RESULTS_BUCKET
+from localfleet.fleet import Fleet
+from posefleet.resources import DEFAULT_INPUT_BUCKET
+from posefleet.settings import FleetSettings
 
 WORK = Path(".demo")
 PREFIX = "checkins/"
@@ -100,24 +104,25 @@ def make_checkpoint(path: Path, kind: str) -> tuple[str, bool]:
     return "a FRESHLY INITIALISED ResNet50 (untrained: predictions are arbitrary)", False
 
 
-def publish(s3: object, path: Path) -> str:
-    from posefleet.checkpoint import file_version
+def producer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m producer ARGS`` as a user runs it; its JSON answer on stdout is captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
 
-    version = file_version(path)
-    key = f"pose_classifier/{version}/model.pt"
-    s3.upload_file(str(path), DEFAULT_MODELS_BUCKET, key)  # type: ignore[attr-defined]
-    pointer = {"checkpoint": f"s3://{DEFAULT_MODELS_BUCKET}/{key}", "version": version}
-    s3.put_object(
-        Bucket=DEFAULT_MODELS_BUCKET,
-        Key="pose_classifier/current.json",
-        Body=json.dumps(pointer).encode(),
-    )  # type: ignore[attr-defined]
-    return f"s3://{DEFAULT_MODELS_BUCKET}/pose_classifier/current.json"
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m posefleet.demo", description=__doc__.splitlines()[0]
+        prog="python -m localfleet.demo", description=__doc__.splitlines()[0]
     )
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
@@ -131,126 +136,104 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     WORK.mkdir(exist_ok=True)
-    aws = LocalAWS(log_file=WORK / "moto.log")
-    workers: list[subprocess.Popen[bytes]] = []
+    shutil.rmtree(WORK / "fleet", ignore_errors=True)  # this run's logs and metrics only
+    outputs = {
+        "results": WORK / "results.csv",
+        "report": WORK / "report.html",
+        "dashboard": WORK / "dashboard.html",
+    }
+    for path in outputs.values():
+        path.unlink(missing_ok=True)
+    fleet = Fleet(
+        settings=FleetSettings(
+            workers=args.workers,
+            state_dir=str(WORK / "fleet"),
+            sample_seconds=1,
+            sync_seconds=5,
+            drain_seconds=30,
+        ),
+        persist=False,
+        worker_env={"POSEFLEET_BATCH_SIZE": "16", "POSEFLEET_WAIT_TIME_SECONDS": "2"},
+        dashboard=outputs["dashboard"],
+        say=say,
+    )
+    stop = threading.Event()
+    chores = threading.Thread(target=fleet.serve, args=(stop,), name="fleet-chores", daemon=True)
     try:
-        say(f"starting moto's server on {aws.url}")
-        aws.start()
-        aws.apply_env()
-        s3, sqs = client("s3"), client("sqs")
-        queues = bootstrap(
-            s3, sqs, buckets=(DEFAULT_INPUT_BUCKET, DEFAULT_RESULTS_BUCKET, DEFAULT_MODELS_BUCKET)
-        )
+        env = fleet.open()
+        say(f"started moto's server on {env.variables['AWS_ENDPOINT_URL']}")
         say(f"created queue, dead-letter queue and buckets; generating {args.images} pose photos")
-        labels = upload_photos(s3, args.images, args.seed)
+        labels = upload_photos(fleet.s3, args.images, args.seed)
 
         checkpoint = WORK / "model.pt"
         described, trained = make_checkpoint(checkpoint, args.model)
-        model_uri = publish(s3, checkpoint)
-        say(f"model: {described}, published as {model_uri}")
+        version = fleet.publish(checkpoint)
+        say(f"model: {described}, published as version {version}")
+        fleet.start_workers()
+        chores.start()
 
-        env = {
-            **os.environ,
-            **aws.env(),
-            "POSEFLEET_QUEUE_URL": queues.queue_url,
-            "POSEFLEET_MODEL": model_uri,
-            "POSEFLEET_MODEL_CACHE_DIR": str(WORK / "model-cache"),
-            "POSEFLEET_TORCH_THREADS": "1",
-            "POSEFLEET_DECODE_THREADS": "1",
-            "POSEFLEET_WAIT_TIME_SECONDS": "2",
-            "POSEFLEET_BATCH_SIZE": "16",
-        }
-        for n in range(args.workers):
-            log = (WORK / f"worker-{n}.log").open("wb")
-            workers.append(
-                subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=log, stderr=log)
-            )
-        say(f"started {args.workers} workers (logs in {WORK}/worker-*.log)")
-
+        cli = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POSEFLEET_"))}
+        cli |= env.variables
         job_id = f"demo-{int(time.time())}"
         started = time.monotonic()
-        rc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "producer",
-                "--bucket",
-                DEFAULT_INPUT_BUCKET,
-                "--prefix",
-                PREFIX,
-                "--job-id",
-                job_id,
-                "--task-size",
-                "10",
-            ],
-            env=env,
-            check=False,
-        ).returncode
-        if rc != 0:
-            say(f"producer failed with exit code {rc}")
-            return rc
-
-        from producer.follow import follow
-        from producer.results import iter_results, read_manifest, summarize
-
-        location = ResultsLocation.parse(
-            env.get("POSEFLEET_RESULTS", f"s3://{DEFAULT_RESULTS_BUCKET}/results")
+        submit = producer(
+            cli,
+            *("--bucket", DEFAULT_INPUT_BUCKET, "--prefix", PREFIX, "--job-id", job_id),
+            *("--task-size", "10", "--wait", "--timeout", "900"),
         )
-        manifest = read_manifest(s3, location, job_id)
-        follow(s3, sqs, location, manifest, interval=1.0, timeout=900)
         seconds = time.monotonic() - started
-        lines = list(iter_results(s3, location, job_id))
-        summary = summarize(lines)
-        accounted = {line.key for line in lines}
+        if submit.returncode != 0:
+            say(f"producer failed with exit code {submit.returncode}")
+            return submit.returncode
+        plan = json.loads(submit.stdout)
+        for command, out in (("export", outputs["results"]), ("report", outputs["report"])):
+            done = producer(cli, command, job_id, "--out", str(out))
+            if done.returncode != 0:
+                say(f"producer {command} failed with exit code {done.returncode}")
+                return done.returncode
+        stop.set()
+        chores.join()
+        fleet.close()  # the workers flush their last metrics as they stop; then the dashboard
+
+        rows = read_rows(outputs["results"])
+        ok = [r for r in rows if r["status"] == "ok"]
+        correct = sum(1 for r in ok if labels.get(r["key"]) == r["predicted_class_id"])
+        errors = Counter(f"{r['key']}: {r['error_kind']}" for r in rows if r["status"] != "ok")
+        per_pose = Counter(r["predicted_class_name"] for r in ok)
         expected = set(labels) | {f"{PREFIX}broken/truncated.jpg", f"{PREFIX}broken/notes.JPG"}
-        correct = sum(
-            1
-            for line in lines
-            if line.status == "ok" and labels.get(line.key) == line.predicted_class_id
-        )
-        errors = Counter(
-            f"{line.key}: {line.error_kind}" for line in lines if line.status == "error"
-        )
+        once = {r["key"] for r in rows} == expected and len(rows) == len(expected)
 
         print("\nposefleet demo summary")
-        print(f"  images listed      {manifest.images} in {manifest.tasks} tasks (job {job_id})")
-        print(
-            f"  result lines       {len(lines)} ({summary.ok} ok, {len(lines) - summary.ok} errors)"
-        )
-        once = accounted == expected and len(lines) == len(expected)
+        print(f"  images listed      {plan['images']} in {plan['tasks']} tasks (job {job_id})")
+        print(f"  result lines       {len(rows)} ({len(ok)} ok, {len(rows) - len(ok)} errors)")
         print(f"  every image once   {'yes' if once else 'NO'}")
         print(
-            f"  throughput         {len(lines) / seconds:.1f} images/s over {seconds:.1f}s "
+            f"  throughput         {len(rows) / seconds:.1f} images/s over {seconds:.1f}s "
             f"with {args.workers} workers (model load included)"
         )
-        print(f"  model              {described}")
+        print(f"  model              {described}, version {version}")
         print(
             f"  accuracy           {correct}/{len(labels)} = {correct / len(labels):.1%}"
             " against the generator's labels"
             + ("" if trained else " (untrained model: chance is about 9%)")
         )
         print("  per pose:")
-        for name, count in summary.per_pose.most_common():
+        for name, count in per_pose.most_common():
             print(f"    {name:<22} {count}")
         print("  errors:")
         for text in sorted(errors):
             print(f"    {text}")
-        print(
-            f"  results            {location.uri}/{job_id}/tasks/*.jsonl"
-            " (on the local server, now stopped)"
-        )
+        print("  left in .demo/:")
+        print(f"    merged results   {outputs['results']}  (python -m producer export)")
+        print(f"    job report       {outputs['report']}  (python -m producer report)")
+        print(f"    dashboard        {outputs['dashboard']}  (the workers' metrics, as deployed)")
+        print(f"    worker logs      {fleet.logs}/worker-*.log")
         return 0 if once else 1
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-        for w in workers:
-            try:
-                w.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
-        aws.stop()
+        stop.set()
+        if chores.is_alive():
+            chores.join()
+        fleet.close()
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def test_worker_memory_stays_bounded_on_phone_photos(stack, processes, checkpoin
 
 def test_make_demo_accounts_for_every_image(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "posefleet.demo", "--images", "24", "--model", "untrained"],
+        [sys.executable, "-m", "localfleet.demo", "--images", "24", "--model", "untrained"],
         cwd=tmp_path,
         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
         | {"PYTHONPATH": str(__import__("pathlib").Path.cwd())},
