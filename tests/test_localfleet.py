@@ -175,6 +175,32 @@ def test_local_fleet_serves_a_folder_with_a_seed_checkpoint_and_stops_clean(tmp_
     kept = list((state / "s3" / "posefleet-results" / "results" / "mine" / "tasks").glob("*.jsonl"))
     assert len(kept) == 3  # 10 photos in tasks of 4
 
+    # When it starts again (no workers needed), the job's results are there, on the same port
+    again = subprocess.Popen(
+        [sys.executable, "-m", "localfleet", "--workers", "0", "--state", str(state)],
+        env=clean_env(),
+        stdout=stdout.open("wb"),
+        stderr=stderr.open("wb"),
+        cwd=tmp_path,
+    )
+    try:
+        assert wait_for_exports(again, stdout, stderr) == exported
+        status = subprocess.run(
+            [sys.executable, "-m", "producer", "status", "mine"],
+            env=clean_env(**exported),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr[-3000:]
+        assert json.loads(status.stdout)["images_done"] == len(keys)
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
+
 
 def wait_until(predicate, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
