@@ -321,7 +321,8 @@ def render_dashboard(
     metrics_service: str = m.SERVICE,
     refresh_seconds: int | None = None,
 ) -> str:
-    """The dashboard page over the EMF lines in ``emf_files`` (workers' stdout, queue samples).
+    """The dashboard page over the EMF lines in ``emf_files`` (workers' stdout, queue samples);
+    a file that does not exist yet counts as empty.
 
     ``period_seconds``: the statistics' period (None: the shortest of 10 s, 30 s, 1 min, ...
     that keeps the time range within 120 periods). ``queue``, ``dlq``: the queue names in the
@@ -334,8 +335,10 @@ def render_dashboard(
     if refresh_seconds is not None and refresh_seconds < 1:
         raise ValueError("refresh_seconds must be at least 1 (or None for a static page)")
     samples: list[Sample] = []
-    for path in emf_files:
-        with Path(path).open(encoding="utf-8", errors="replace") as f:
+    for path in map(Path, emf_files):
+        if not path.exists():  # not written yet (a fleet renders before its first sample)
+            continue
+        with path.open(encoding="utf-8", errors="replace") as f:
             samples.extend(read_samples(f))
     period = period_seconds or choose_period(samples)
     gpu = any(s.name == m.GPU_UTILIZATION and s.namespace == m.NAMESPACE for s in samples)

@@ -187,7 +187,9 @@ def test_the_page_has_the_deployed_widgets_and_makes_no_request(monkeypatch, tmp
         queue_depth_line(queue_name="q-other", visible=5, in_flight=0, timestamp=T0) + "\n"
     )
 
-    page = render_dashboard([logs, samples], title="fleet <local>", queue="q-other")
+    page = render_dashboard(
+        [logs, samples, tmp_path / "not-yet.emf"], title="fleet <local>", queue="q-other"
+    )
 
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
