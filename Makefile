@@ -1,10 +1,11 @@
-# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests.
+# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests;
+# `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test lint format bench bench-scale soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m posefleet.demo
+	$(PY) -m localfleet.demo
+
+fleet: $(STAMP)
+	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -23,9 +23,20 @@ from typing import Any
 
 from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME, QueueSpec
 
-__all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port"]
+__all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port", "stop_with_parent"]
 
 REGION = "us-east-1"
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """In a child about to exec (``preexec_fn``): ask Linux to send it SIGTERM when the process
+    that started it dies, so that a killed owner leaves nothing behind. Elsewhere, nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def free_port() -> int:
@@ -37,10 +48,18 @@ def free_port() -> int:
 class LocalAWS:
     """moto's server as a child process. Use as a context manager, or start() and stop()."""
 
-    def __init__(self, *, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, log_file: Path | None = None, own_session: bool = False
+    ) -> None:
+        """``own_session``: run the server in its own session, so that a Ctrl-C in the terminal
+        does not stop it before its owner has drained what uses it (the owner stops it); on
+        Linux it is also sent SIGTERM if its owner dies without stopping it."""
+        if port is not None and not 0 <= port < 65536:
+            raise ValueError(f"port must be 1 to 65535, or 0 or None for a free one; got {port}")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
+        self.own_session = own_session
         self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -59,6 +78,8 @@ class LocalAWS:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
+            preexec_fn=stop_with_parent if self.own_session else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ import torch
 
 from posefleet.checkpoint import load_checkpoint
 from posefleet.int8 import Int8Info, Int8Mismatch, int8_paths, write_int8
+from posefleet.openvino_ir import to_openvino
 from posefleet.preprocess import decode_image
 from tests.images import good_variants, jpeg
 from worker.model import Classifier
@@ -44,13 +45,8 @@ def _companion(checkpoint: Path, made_from: str) -> None:
     """An OpenVINO model beside ``checkpoint`` with posefleet's metadata: the companion's
     contract (paths, metadata, version check) without NNCF's calibration, which
     tests/test_training.py runs for real on a trained model."""
-    import openvino as ov
-
     ckpt = load_checkpoint(checkpoint)
-    size = ckpt.preprocess.input_size
-    converted = ov.convert_model(
-        ckpt.build(), example_input=torch.zeros(1, 3, size, size), input=[-1, 3, size, size]
-    )
+    converted = to_openvino(ckpt.build(), input_size=ckpt.preprocess.input_size)
     info = Int8Info(
         checkpoint_version=made_from,
         agreement=0.995,

@@ -224,7 +224,7 @@ def test_worker_memory_stays_bounded_on_phone_photos(stack, processes, checkpoin
 
 def test_make_demo_accounts_for_every_image(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "posefleet.demo", "--images", "24", "--model", "untrained"],
+        [sys.executable, "-m", "localfleet.demo", "--images", "24", "--model", "untrained"],
         cwd=tmp_path,
         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
         | {"PYTHONPATH": str(__import__("pathlib").Path.cwd())},
@@ -235,3 +235,7 @@ def test_make_demo_accounts_for_every_image(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "every image once   yes" in out.stdout
     assert "result lines       26 (24 ok, 2 errors)" in out.stdout
+    for name in ("results.csv", "report.html", "dashboard.html"):  # left behind, and named
+        assert (tmp_path / ".demo" / name).stat().st_size > 0
+        assert f".demo/{name}" in out.stdout
+    assert len((tmp_path / ".demo" / "results.csv").read_text().splitlines()) == 1 + 26

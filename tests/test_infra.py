@@ -371,3 +371,44 @@ def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
 def test_bad_config_fails_before_anything_is_built(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StackConfig(**kwargs)
+
+
+@pytest.mark.parametrize("stack_name", ["cpu_stack", "gpu_stack"])
+def test_the_deployed_dashboard_is_the_one_definition(stack_name, request):
+    from posefleet.dashboard import widgets
+
+    stack = request.getfixturevalue(stack_name)
+    body = json.loads(stack.one("aws:cloudwatch/dashboard:Dashboard").state["dashboardBody"])
+    deployed = body["widgets"]
+    queue, dlq = (stack.one("aws:sqs/queue:Queue", part).state["name"] for part in ("tasks", "dlq"))
+    defined = widgets(
+        queue=queue,
+        dlq=dlq,
+        cluster="c",
+        service="s",
+        metrics_service=m.SERVICE,
+        gpu=stack_name == "gpu_stack",
+    )
+    assert [w["properties"]["title"] for w in deployed] == [w.title for w in defined]
+    assert [(w["x"], w["y"], w["width"], w["height"]) for w in deployed] == [
+        (w.x, w.y, w.width, w.height) for w in defined
+    ]
+    # the deployed rows name the definition's metrics, dimensions and statistics
+    for shown, widget in zip(deployed, defined, strict=True):
+        rows = shown["properties"]["metrics"]
+        if widget.split_by:
+            (expression,) = (item["expression"] for row in rows for item in row)
+            for metric in widget.metrics:
+                assert f'MetricName="{metric.name}"' in expression
+                assert f"'{metric.stat}', {shown['properties']['period']})" in expression
+            continue
+        plain = [row for row in rows if isinstance(row[0], str)]
+        assert [row[:2] for row in plain] == [[x.namespace, x.name] for x in widget.metrics]
+        assert [row[-1]["stat"] for row in plain] == [x.stat for x in widget.metrics]
+        if widget.metrics[0].namespace == m.NAMESPACE:
+            assert [row[2:-1] for row in plain] == [
+                [part for pair in x.dimensions for part in pair] for x in widget.metrics
+            ]
+    titles = " ".join(w.title.lower() for w in defined)  # the widgets the issue names
+    for word in ("images per second", "stage", "failures", "batch", "latency", "dead-letter"):
+        assert word in titles, word

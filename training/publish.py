@@ -20,10 +20,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from posefleet.checkpoint import SEED_MAPPING_FILE
 from posefleet.int8 import int8_paths
 from training.card import ModelCard, card_path
 
-__all__ = ["PublishRefused", "Published", "publish"]
+__all__ = ["PublishRefused", "Published", "publish", "upload_model"]
 
 PREFIX = "pose_classifier"
 
@@ -57,6 +58,7 @@ def _current(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
 def publish(
     s3: Any, checkpoint: Path, models_uri: str, *, min_accuracy: float, force: bool = False
 ) -> Published:
+    """Publish a trained checkpoint (its card beside it) if it passes the quality gate."""
     card = ModelCard.model_validate_json(card_path(checkpoint).read_text())
     accuracy = card.evaluation.accuracy
     bucket, root = _split(models_uri)
@@ -74,25 +76,56 @@ def publish(
                 f"{previous:.3f} "
                 f"({current.get('version')}); use --force to publish anyway"
             )
+    return upload_model(
+        s3, checkpoint, models_uri, version=card.model_version, accuracy=accuracy, card=card
+    )
+
+
+def upload_model(
+    s3: Any,
+    checkpoint: Path,
+    models_uri: str,
+    *,
+    version: str,
+    accuracy: float | None = None,
+    card: ModelCard | None = None,
+) -> Published:
+    """Upload a checkpoint under ``<version>/`` and point ``current.json`` at it, with no gate:
+    what :func:`publish` does once a model passes, and what the local fleet does with a model
+    it is given (a checkpoint without a card, or the seed's format, whose
+    ``class_mapping.json`` travels beside it as ``model_source`` expects)."""
+    bucket, root = _split(models_uri)
+    prefix = f"{root}/{PREFIX}".strip("/")
+    current = _current(s3, bucket, prefix)
+    previous = current.get("accuracy") if current else None
     data = checkpoint.read_bytes()
-    key = f"{prefix}/{card.model_version}/model.pt"
+    key = f"{prefix}/{version}/model.pt"
     s3.put_object(Bucket=bucket, Key=key, Body=data)
     for local, remote in zip(
         int8_paths(checkpoint), int8_paths(Path(key)), strict=True
     ):  # the int8 model travels with its checkpoint, so openvino-int8 workers find it beside it
         if local.is_file():
             s3.put_object(Bucket=bucket, Key=remote.as_posix(), Body=local.read_bytes())
-    s3.put_object(
-        Bucket=bucket,
-        Key=f"{prefix}/{card.model_version}/model.card.json",
-        Body=card.model_dump_json(indent=2).encode(),
-        ContentType="application/json",
-    )
+    seed_mapping = checkpoint.with_name(SEED_MAPPING_FILE)
+    if card is None and seed_mapping.is_file():
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{prefix}/{version}/{SEED_MAPPING_FILE}",
+            Body=seed_mapping.read_bytes(),
+            ContentType="application/json",
+        )
+    if card is not None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{prefix}/{version}/model.card.json",
+            Body=card.model_dump_json(indent=2).encode(),
+            ContentType="application/json",
+        )
     pointer = {
         "checkpoint": f"s3://{bucket}/{key}",
         "sha256": hashlib.sha256(data).hexdigest(),
-        "version": card.model_version,
-        "accuracy": accuracy,
+        "version": version,
+        **({"accuracy": accuracy} if accuracy is not None else {}),
     }
     s3.put_object(
         Bucket=bucket,
@@ -101,5 +134,5 @@ def publish(
         ContentType="application/json",
     )
     return Published(
-        card.model_version, pointer["checkpoint"], f"s3://{bucket}/{prefix}/current.json", previous
+        version, pointer["checkpoint"], f"s3://{bucket}/{prefix}/current.json", previous
     )

@@ -28,6 +28,7 @@ import torch
 
 from posefleet.checkpoint import Checkpoint, load_checkpoint
 from posefleet.int8 import Int8Info, write_int8
+from posefleet.openvino_ir import to_openvino
 from posefleet.preprocess import preprocess
 from training.data import LabelledImage, stratified_split
 
@@ -102,7 +103,7 @@ def quantize_checkpoint(
         hits = [float(compiled(x)[0].argmax() == expected) for x, expected in items]
         return float(np.mean(hits)), hits
 
-    fp32 = ov.convert_model(model, example_input=cal_x[:1], input=[-1, 3, size, size])
+    fp32 = to_openvino(model, input_size=size)
     calibration_data = nncf.Dataset([cal_x[i : i + 1].numpy() for i in range(len(cal_x))])
     if accuracy_control:
         ctl_x = _inputs(control, ckpt)

@@ -19,6 +19,7 @@ import torch
 
 from posefleet.checkpoint import Checkpoint, load_checkpoint
 from posefleet.int8 import Int8Info, int8_version, read_int8
+from posefleet.openvino_ir import to_openvino
 from posefleet.preprocess import PreprocessSpec, normalize
 
 __all__ = ["BACKENDS", "Classifier", "Prediction", "pick_device"]
@@ -33,18 +34,6 @@ def _compile_openvino(model: Any, threads: int) -> Any:
 
     config = {"INFERENCE_NUM_THREADS": threads} if threads > 0 else {}
     return ov.Core().compile_model(model, "CPU", config)
-
-
-def _convert_openvino(model: torch.nn.Module, size: int) -> Any:
-    """The same model for OpenVINO's CPU runtime (fp32: the same numbers, faster kernels)."""
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise RuntimeError(
-            "backend=openvino needs OpenVINO: pip install 'posefleet[openvino]'"
-        ) from e
-    example = torch.zeros(1, 3, size, size)
-    return ov.convert_model(model, example_input=example, input=[-1, 3, size, size])
 
 
 def pick_device(requested: str) -> torch.device:
@@ -129,7 +118,7 @@ class Classifier:
             self._compiled = _compile_openvino(int8_model, self.threads)
             self._version = int8_version(self.checkpoint.version, path)
         elif self.backend == "openvino":
-            converted = _convert_openvino(self.checkpoint.build(), self.spec.input_size)
+            converted = to_openvino(self.checkpoint.build(), input_size=self.spec.input_size)
             self._compiled = _compile_openvino(converted, self.threads)
         else:
             model = self.checkpoint.build().to(self.device)

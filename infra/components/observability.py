@@ -1,5 +1,6 @@
-"""Dashboard, alarms and the SNS topic they notify. Every posefleet metric named here comes
-from posefleet.metric_names, the module the worker emits from."""
+"""Dashboard, alarms and the SNS topic they notify. The dashboard's widgets are defined once in
+posefleet.dashboard (the local fleet renders the same ones); every posefleet metric named here
+comes from posefleet.metric_names, the module the worker emits from."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from posefleet import metric_names as m
+from posefleet.dashboard import PERIOD_SECONDS, Widget, widgets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,25 +29,33 @@ class ObservabilityArgs:
     alarm_email: str | None = None
 
 
-def _widget(
-    title: str, metrics: list[Any], *, x: int, y: int, stat: str = "Sum", **props: Any
-) -> dict:
-    return {
-        "type": "metric",
-        "x": x,
-        "y": y,
-        "width": 12,
-        "height": 6,
-        "properties": {
-            "title": title,
-            "metrics": metrics,
-            "stat": stat,
-            "period": 60,
-            "view": "timeSeries",
-            "region": props.pop("region"),
-            **props,
-        },
-    }
+def _metrics_json(widget: Widget, period: int) -> list[list[Any]]:
+    """The widget's lines as CloudWatch's ``metrics`` array: a plain metric row, a SEARCH for
+    one line per value of ``split_by``, or a hidden metric and its per-second expression."""
+    rows: list[list[Any]] = []
+    for i, metric in enumerate(widget.metrics):
+        dims = [part for pair in metric.dimensions for part in pair]
+        props: dict[str, Any] = {"stat": metric.stat, "label": metric.label}
+        if widget.split_by:
+            keys = ",".join([metric.namespace, *(k for k, _ in metric.dimensions), widget.split_by])
+            filters = "".join(f' {k}="{v}"' for k, v in metric.dimensions)
+            search = f"SEARCH('{{{keys}}} MetricName=\"{metric.name}\"{filters}'"
+            rows.append([{"expression": f"{search}, '{metric.stat}', {period})", "id": f"s{i}"}])
+        elif widget.per_second:
+            rows.append(
+                [{"expression": f"m{i} / PERIOD(m{i})", "label": metric.label, "id": f"rate{i}"}]
+            )
+            rows.append(
+                [
+                    metric.namespace,
+                    metric.name,
+                    *dims,
+                    {"id": f"m{i}", "stat": metric.stat, "visible": False},
+                ]
+            )
+        else:
+            rows.append([metric.namespace, metric.name, *dims, props])
+    return rows
 
 
 def dashboard_body(
@@ -57,99 +67,36 @@ def dashboard_body(
     service: str,
     metrics_service: str,
     gpu: bool,
+    period: int = PERIOD_SECONDS,
 ) -> dict:
-    ns, svc = m.NAMESPACE, ["Service", metrics_service]
-    sqs = "AWS/SQS"
-    widgets = [
-        (
-            "Queue: visible and in flight",
-            [
-                [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", queue],
-                [sqs, "ApproximateNumberOfMessagesNotVisible", "QueueName", queue],
-            ],
-            "Maximum",
-        ),
-        (
-            "Age of oldest message (s)",
-            [[sqs, "ApproximateAgeOfOldestMessage", "QueueName", queue]],
-            "Maximum",
-        ),
-        (
-            "Dead-letter queue depth",
-            [[sqs, "ApproximateNumberOfMessagesVisible", "QueueName", dlq]],
-            "Maximum",
-        ),
-        (
-            "Images per second",
-            [
-                [
-                    {
-                        "expression": "processed / PERIOD(processed)",
-                        "label": "images/s",
-                        "id": "rate",
-                    }
-                ],
-                [ns, m.IMAGES_PROCESSED, *svc, {"id": "processed", "visible": False}],
-            ],
-            "Sum",
-        ),
-        (
-            "Failures by kind",
-            [
-                [
-                    {
-                        "expression": f"SEARCH('{{{ns},Service,ErrorKind}} "
-                        f'MetricName="{m.IMAGES_FAILED}"\','
-                        " 'Sum', 60)",
-                        "id": "failures",
-                    }
-                ]
-            ],
-            "Sum",
-        ),
-        (
-            "Latency, enqueue to result (ms)",
-            [
-                [ns, m.END_TO_END_LATENCY, *svc, {"stat": "p50", "label": "p50"}],
-                [ns, m.END_TO_END_LATENCY, *svc, {"stat": "p99", "label": "p99"}],
-            ],
-            "p50",
-        ),
-        (
-            "Time per stage, p50 (ms)",
-            [[ns, m.STAGE_TIME, *svc, "Stage", stage] for stage in m.STAGES],
-            "p50",
-        ),
-        ("Batch size", [[ns, m.BATCH_SIZE, *svc]], "Average"),
-        (
-            "Running tasks",
-            [
-                [
-                    "ECS/ContainerInsights",
-                    "RunningTaskCount",
-                    "ClusterName",
-                    cluster,
-                    "ServiceName",
-                    service,
-                ]
-            ],
-            "Average",
-        ),
-        (
-            "CPU and memory (%)",
-            [
-                ["AWS/ECS", "CPUUtilization", "ClusterName", cluster, "ServiceName", service],
-                ["AWS/ECS", "MemoryUtilization", "ClusterName", cluster, "ServiceName", service],
-            ],
-            "Average",
-        ),
-    ]
-    if gpu:
-        widgets.append(("GPU utilisation (%)", [[ns, m.GPU_UTILIZATION, *svc]], "Average"))
+    """The CloudWatch dashboard JSON of :func:`posefleet.dashboard.widgets`."""
+    defined = widgets(
+        queue=queue,
+        dlq=dlq,
+        cluster=cluster,
+        service=service,
+        metrics_service=metrics_service,
+        gpu=gpu,
+    )
     return {
         "widgets": [
-            _widget(title, metrics, x=(i % 2) * 12, y=(i // 2) * 6, stat=stat, region=region)
-            for i, (title, metrics, stat) in enumerate(widgets)
+            {
+                "type": "metric",
+                "x": w.x,
+                "y": w.y,
+                "width": w.width,
+                "height": w.height,
+                "properties": {
+                    "title": w.title,
+                    "metrics": _metrics_json(w, period),
+                    "stat": w.metrics[0].stat,
+                    "period": period,
+                    "view": "timeSeries",
+                    "region": region,
+                    "yAxis": {"left": {"label": w.unit, "showUnits": False}},
+                },
+            }
+            for w in defined
         ]
     }
 
