@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         queue_url = (
             settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
         )
-        dlq_url = dead_letter_url(sqs, queue_url)
     except NoRegionError:
         print(
             "worker: no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION "
@@ -118,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"worker: cannot use the tasks queue: {e}", file=sys.stderr)
         return 1
-    if dlq_url is None:
-        log.warning("no_dead_letter_queue", queue=queue_url)
     metrics = Metrics(service=settings.service)
 
     try:
@@ -149,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         torch_threads=torch_threads,
         decode_threads=decode_threads,
     )
+
+    # After the model: a worker that cannot load its model says so first, whatever the queue.
+    try:
+        dlq_url = dead_letter_url(sqs, queue_url)
+    except (ClientError, BotoCoreError) as e:
+        log.error("queue_lookup_failed", queue=queue_url, error=str(e))
+        print(f"worker: cannot use the tasks queue: {e}", file=sys.stderr)
+        return 1
+    if dlq_url is None:
+        log.warning("no_dead_letter_queue", queue=queue_url)
 
     worker = Worker(
         settings=settings,
