@@ -28,7 +28,7 @@ as it goes, in *shards* of at most :data:`SHARD_TASKS` tasks:
   partitions with at least one task) is written when the whole plan is done, just before the
   manifest says ``complete``.
 
-**Task ids** (``posefleet.task.make_task_id``) are ``<partition>-<index:06d>-<digest>``: every
+**Task ids** (``posefleet.task.make_task_id``) are ``<partition>-<index:09d>-<digest>``: every
 task of a partition starts with ``<partition>-``, its index counts from 0 within the partition,
 so a partition's results are the keys under ``tasks/<partition>-`` and a range of indexes can
 be listed with ``StartAfter``. Every task of a partition holds ``task_size`` images except its
@@ -182,7 +182,7 @@ class PlanShard(BaseModel):
 class PartitionSummary(BaseModel):
     """``plan/<partition>/partition.json`` and one line of ``plan/partitions.jsonl.gz``.
 
-    Its task ids are ``f"{partition}-{i:06d}-<digest>"`` for ``i`` in ``range(tasks)``; each
+    Its task ids are ``f"{partition}-{i:09d}-<digest>"`` for ``i`` in ``range(tasks)``; each
     task holds ``task_size`` images but the last, which holds the rest."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

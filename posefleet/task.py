@@ -36,6 +36,7 @@ __all__ = [
     "partition_id",
     "plan_tasks",
     "split_task_id",
+    "task_id_position",
 ]
 
 TASK_VERSION = 1
@@ -103,10 +104,25 @@ def partition_id(*bounds: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+# Digits of a task's index within its partition: a keys file or an inventory data file is one
+# partition, and ids must sort by index (sampled progress and ranged listings rely on it) for
+# up to a billion tasks of one partition. Ids without a partition keep six (version 1 jobs).
+TASK_INDEX_DIGITS = 9
+_V1_INDEX_DIGITS = 6
+
+
+def task_id_position(index: int, partition: str | None = None) -> str:
+    """The start of task ``index``'s id: every id of that task sorts after it, and before the
+    position of task ``index + 1`` (for listings with ``StartAfter``)."""
+    if partition:
+        return f"{partition}-{index:0{TASK_INDEX_DIGITS}d}"
+    return f"{index:0{_V1_INDEX_DIGITS}d}"
+
+
 def make_task_id(index: int, keys: Sequence[str], partition: str | None = None) -> str:
     """The one definition of task ids; deterministic for a given source.
 
-    ``<partition>-<index:06d>-<digest>``: ``partition`` is :func:`partition_id` of the bounds
+    ``<partition>-<index:09d>-<digest>``: ``partition`` is :func:`partition_id` of the bounds
     of the partition the task comes from (a range ``(lo, hi]`` of the listed key space, an S3
     Inventory data file, a keys file). The source derives those bounds from the keys alone
     (producer/sources.py: a range is split at characters of the key where its first page ends,
@@ -116,7 +132,7 @@ def make_task_id(index: int, keys: Sequence[str], partition: str | None = None) 
     partition (a plain list of keys) the id is ``<index:06d>-<digest>``.
     """
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
-    return f"{partition}-{index:06d}-{digest}" if partition else f"{index:06d}-{digest}"
+    return f"{task_id_position(index, partition)}-{digest}"
 
 
 def split_task_id(task_id: str) -> tuple[str | None, int]:

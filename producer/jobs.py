@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posefleet.layout import SHARD_TASKS, Manifest, PartitionSummary, ResultsLocation
-from posefleet.task import TaskMessage, split_task_id
+from posefleet.task import TaskMessage, split_task_id, task_id_position
 from producer.listing import list_range
 from producer.plan import PartitionPlanner, PartitionState, PlanStore, Shard
 from producer.send import send_tasks
@@ -381,7 +381,7 @@ class Submission:
             self.lister,
             self.location.bucket,
             f"{head}{h.partition}-",
-            after=f"{head}{h.partition}-{h.first_task:06d}",
+            after=head + task_id_position(h.first_task, h.partition),
         ):
             for key in keys:
                 task_id = self.location.task_id_of(self.o.job_id, key)

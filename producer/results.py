@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from posefleet.layout import Manifest, PartitionSummary, ResultsLocation
 from posefleet.result import ResultLine, load_lines
-from posefleet.task import split_task_id
+from posefleet.task import split_task_id, task_id_position
 from producer.listing import list_range
 
 __all__ = [
@@ -88,8 +88,8 @@ def read_manifest(s3: Any, location: ResultsLocation, job_id: str) -> Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One partition's tasks: ids ``<head><index:06d>-<digest>``, ``index`` in ``range(tasks)``;
-    each holds ``task_size`` images but the last, which holds the rest."""
+    """One partition's tasks: ids ``<head><index>-<digest>`` (``task_id_position``), ``index``
+    in ``range(tasks)``; each holds ``task_size`` images but the last, which holds the rest."""
 
     head: str  # "<partition>-", or "" for ids made without a partition (version 1)
     tasks: int
@@ -98,7 +98,7 @@ class Segment:
 
     def start_after(self, index: int) -> str:
         """A listing position just before task ``index``'s result key (relative to tasks/)."""
-        return f"{self.head}{index:06d}"
+        return task_id_position(index, self.head.removesuffix("-") or None)
 
     def images_of(self, index: int) -> int:
         return self.task_size if index < self.tasks - 1 else self.images - self.task_size * index
