@@ -21,6 +21,7 @@ __all__ = [
     "REASON_ATTRIBUTE",
     "REDRIVE_REASON",
     "dead_letter_url",
+    "dead_letter_url_of",
     "reason_attributes",
     "reason_of",
 ]
@@ -52,6 +53,12 @@ def dead_letter_url(sqs: Any, queue_url: str) -> str | None:
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
         "Attributes", {}
     )
+    return dead_letter_url_of(sqs, attrs)
+
+
+def dead_letter_url_of(sqs: Any, attrs: dict[str, str]) -> str | None:
+    """The dead-letter queue's URL from a tasks queue's attributes already read (with
+    ``RedrivePolicy`` among those asked), or None without a RedrivePolicy."""
     if "RedrivePolicy" not in attrs:
         return None
     arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]

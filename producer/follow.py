@@ -16,7 +16,6 @@ dead-letter queue.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -26,6 +25,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from posefleet.deadletter import dead_letter_url_of
 from posefleet.layout import Manifest, ResultsLocation
 from producer.results import (
     EXACT_TASKS,
@@ -40,7 +40,6 @@ __all__ = [
     "Follower",
     "JobStalled",
     "LiveView",
-    "dead_letter_url",
     "follow",
     "poll_interval",
     "queue_depth",
@@ -51,25 +50,6 @@ CONFIRM_EVERY = 5  # polls with an empty queue between exact confirmations
 
 class JobStalled(RuntimeError):
     """Tasks have no result, nothing is queued for them, and the dead-letter queue holds some."""
-
-
-def dead_letter_url(sqs: Any, queue_url: str) -> str | None:
-    """The dead-letter queue named by ``queue_url``'s RedrivePolicy, or None if it has none.
-
-    SQS leaves ``Attributes`` out of its answer when none of the asked attributes is set.
-    """
-    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
-        "Attributes", {}
-    )
-    return _dlq_of(sqs, attrs)
-
-
-def _dlq_of(sqs: Any, attrs: dict[str, str]) -> str | None:
-    if "RedrivePolicy" not in attrs:
-        return None
-    arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]
-    account, name = arn.split(":")[4:6]
-    return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
 
 
 DEPTH = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -161,7 +141,7 @@ class Follower:
         attrs = sqs.get_queue_attributes(
             QueueUrl=manifest.queue_url, AttributeNames=["RedrivePolicy", *DEPTH]
         ).get("Attributes", {})
-        self.dlq = _dlq_of(sqs, attrs)
+        self.dlq = dead_letter_url_of(sqs, attrs)
         self._first_depths: tuple[int, int] | None = _depths(attrs)
         self.space = TaskSpace.of(s3, location, manifest)
         self.failures = FailureSample(s3, location, manifest.job_id, per_poll=failures_per_poll)
