@@ -9,11 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import subprocess
 import threading
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +25,7 @@ from localfleet.dashboard import (
 from posefleet import metric_names as m
 from posefleet.dashboard import widgets
 from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME
+from tests.browser import chromium, needs_chromium
 from tests.conftest import Stack
 from tests.images import jpeg
 from worker.metrics import Metrics
@@ -211,36 +209,8 @@ def test_bad_arguments_say_how_to_fix_them(tmp_path):
         render_dashboard([], title="t", refresh_seconds=-5)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--window-size=1400,2000",
-            *args,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.e2e
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
-)
+@needs_chromium
 def test_dashboard_of_a_short_job_renders_in_headless_chromium(
     stack: Stack, processes, checkpoint_path, tmp_path
 ):

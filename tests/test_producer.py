@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from posefleet.layout import Manifest, ResultsLocation
-from posefleet.result import ResultLine, dump_lines
+from posefleet.result import dump_lines
 from posefleet.task import TaskMessage
 from producer.__main__ import main
 from producer.follow import JobStalled, follow
@@ -18,6 +18,7 @@ from producer.plan import iter_plan_tasks, read_partitions
 from producer.results import read_manifest
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
+from tests.v2jobs import line
 
 RESULTS_URI = f"s3://{RESULTS}/results"
 LOC = ResultsLocation.parse(RESULTS_URI)
@@ -163,25 +164,7 @@ def test_entries_reported_failed_are_retried_and_sent_once(sqs, queues):
 
 
 def write_results(s3, task: TaskMessage, broken: set[str] = frozenset()) -> None:
-    lines = [
-        ResultLine(
-            bucket=task.bucket, key=k, status="error", error_kind="truncated", error_message="cut"
-        )
-        if k in broken
-        else ResultLine(
-            bucket=task.bucket,
-            key=k,
-            status="ok",
-            model_version="v1",
-            original_size=(10, 20),
-            predicted_class_index=1,
-            predicted_class_id="2",
-            predicted_class_name="Front Double Biceps",
-            confidence=0.75,
-            all_probabilities={"Front Double Biceps": 0.75, "Side Chest": 0.25},
-        )
-        for k in task.keys
-    ]
+    lines = [line(k, error=k in broken, bucket=task.bucket) for k in task.keys]
     s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from PIL import Image
 from posefleet.result import ErrorKind, ImageError, ResultLine, dump_lines
 from posefleet.task import TaskMessage
 from producer.__main__ import main
+from tests.browser import chromium, needs_chromium
 from tests.conftest import INPUT, RESULTS
 from tests.images import jpeg
 
@@ -91,34 +90,12 @@ def test_report_is_self_contained_with_charts_galleries_and_errors(report):
     assert len(shown) == 3 and shown == sorted(shown)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
-)
+@needs_chromium
 def test_report_renders_in_headless_chromium(report, tmp_path):
     path, _ = report
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1200,2400",
-            f"--screenshot={shot}",
-            path.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    chromium(
+        f"--screenshot={shot}", path.as_uri(), profile=tmp_path / "profile", window="1200,2400"
     )
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
 

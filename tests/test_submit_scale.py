@@ -19,11 +19,11 @@ import pytest
 
 from posefleet.layout import SHARD_TASKS, ResultsLocation
 from posefleet.task import TaskMessage, split_task_id
-from producer.__main__ import main
 from producer.plan import iter_plan_tasks, read_partitions
 from producer.results import read_manifest
 from producer.sources import PrefixSource, split_points
 from tests.conftest import INPUT, MODELS, RESULTS
+from tests.test_producer import drain, run, upload
 
 RESULTS_URI = f"s3://{RESULTS}/results"
 LOC = ResultsLocation.parse(RESULTS_URI)
@@ -40,29 +40,6 @@ ODD = [
     "p/no-delimiter-here.jpg",
     "p/\u4e2d\u6587.webp",
 ]
-
-
-def upload(s3, keys: list[str]) -> None:
-    for key in keys:
-        s3.put_object(Bucket=INPUT, Key=key, Body=b"x")
-
-
-def drain(sqs, url: str) -> list[TaskMessage]:
-    tasks = []
-    while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        for msg in got:
-            tasks.append(TaskMessage.model_validate_json(msg["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
-    return tasks
-
-
-def run(capsys, *args: str) -> tuple[int, Any, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    try:
-        return code, json.loads(out), err
-    except json.JSONDecodeError:
-        return code, out, err
 
 
 def submit(capsys, queues, *args: str) -> tuple[int, Any, str]:

@@ -22,13 +22,14 @@ class Task:
     keys: tuple[str, ...]
 
 
-def line(key: str, *, error: bool = False) -> ResultLine:
+def line(key: str, *, error: bool = False, bucket: str = SOURCE) -> ResultLine:
+    """A result line for ``key``: ``ok`` with fixed predictions, or a ``truncated`` error."""
     if error:
         return ResultLine(
-            bucket=SOURCE, key=key, status="error", error_kind="truncated", error_message="cut"
+            bucket=bucket, key=key, status="error", error_kind="truncated", error_message="cut"
         )
     return ResultLine(
-        bucket=SOURCE,
+        bucket=bucket,
         key=key,
         status="ok",
         model_version="v1",
