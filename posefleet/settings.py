@@ -193,9 +193,11 @@ class TrainingSettings(BaseSettings):
     )
     lr_schedule: str = Field(
         default="constant",
-        pattern="^(constant|cosine)$",
-        description="constant, or cosine decay to 0.",
+        pattern="^(constant|cosine|onecycle)$",
+        description="constant; cosine: decay to 0 over the epochs; onecycle: per step, warm up to "
+        "lr over the first quarter, then anneal (learns in fewer epochs from scratch).",
     )
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     epochs: int = Field(default=50, ge=1)
     patience: int = Field(default=10, ge=1)
