@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "INT8_SUFFIXES",
+    "MIN_AGREEMENT",
     "Int8Info",
     "Int8Mismatch",
     "int8_paths",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 INT8_SUFFIXES = (".int8.xml", ".int8.bin")
+MIN_AGREEMENT = 0.99  # the default bar: top-1 agreement with fp32 PyTorch on held-out photos
 _RT_KEY = "posefleet"  # rt_info section of the IR
 _NUMBERS = {"agreement": float, "heldout_images": int, "calibration_images": int}  # rt_info: text
 

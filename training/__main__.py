@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from posefleet.int8 import MIN_AGREEMENT
 from posefleet.settings import TrainingSettings, explain
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -86,7 +87,10 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--calibration-images", type=int, default=300)
     q.add_argument(
-        "--min-agreement", type=float, default=0.99, help="top-1 agreement bar (default 0.99)"
+        "--min-agreement",
+        type=float,
+        default=MIN_AGREEMENT,
+        help=f"top-1 agreement bar (default {MIN_AGREEMENT})",
     )
     q.add_argument("--force", action="store_true", help="write it even below the bar")
     pub = sub.add_parser("publish", help="upload a checkpoint if it passes the quality gate")

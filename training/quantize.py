@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from posefleet.checkpoint import Checkpoint, load_checkpoint
-from posefleet.int8 import Int8Info, write_int8
+from posefleet.int8 import MIN_AGREEMENT, Int8Info, write_int8
 from posefleet.openvino_ir import to_openvino
 from posefleet.preprocess import preprocess
 from training.data import LabelledImage, stratified_split
@@ -65,7 +65,7 @@ def quantize_checkpoint(
     seed: int,
     calibration_images: int = 300,
     control_images: int = 400,
-    min_agreement: float = 0.99,
+    min_agreement: float = MIN_AGREEMENT,
     accuracy_control: bool = True,
     force: bool = False,
     say: Callable[[str], None] = print,
