@@ -37,14 +37,24 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def upload_photos(s3: object, count: int, seed: int, *, progress: bool = True) -> dict[str, str]:
-    """Generate and upload ``count`` photos plus two broken files; returns key -> pose id."""
+def upload_photos(
+    s3: object,
+    count: int,
+    seed: int,
+    *,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> dict[str, str]:
+    """Generate and upload ``count`` photos plus two broken files; returns key -> pose id.
+    Setting ``stop`` ends it after the photo in hand (the demo is stopping)."""
     from training.synthetic import PHOTO_SIZES, POSE_GEOMETRY, encode, render_pose
 
     rng = random.Random(seed)
     ids = list(POSE_GEOMETRY)
     labels: dict[str, str] = {}
     for i in range(count):
+        if stop is not None and stop.is_set():
+            raise InterruptedError("the demo is stopping")
         pose_id = ids[i % len(ids)]
         size = rng.choices(PHOTO_SIZES, SIZE_WEIGHTS)[0]
         key = f"{PREFIX}athlete-{i % 37:03d}/checkin-{i:05d}.jpg"
@@ -193,11 +203,23 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = WORK / "model.pt"
         # The first run trains the model while the photos are drawn and uploaded: training
         # leaves a third of the two cores idle (Python between batches), which the upload fills.
-        with ThreadPoolExecutor(1, thread_name_prefix="demo-model") as pool:
-            model = pool.submit(make_checkpoint, checkpoint, args.model)
-            training = args.model == "trained" and not (WORK / "trained.pt").exists()
-            labels = upload_photos(fleet.s3, args.images, args.seed, progress=not training)
-            described, trained = model.result()
+        # Training stays in this thread, so that Ctrl-C stops it at once.
+        training = args.model == "trained" and not (WORK / "trained.pt").exists()
+        stop_upload = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-upload") as pool:
+            try:
+                upload = pool.submit(
+                    upload_photos,
+                    fleet.s3,
+                    args.images,
+                    args.seed,
+                    progress=not training,
+                    stop=stop_upload,
+                )
+                described, trained = make_checkpoint(checkpoint, args.model)
+                labels = upload.result()
+            finally:
+                stop_upload.set()
         version = fleet.publish(checkpoint)
         say(f"model: {described}, published as version {version}")
         fleet.start_workers()
@@ -268,4 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # main's cleanup has run: the fleet and its workers are stopped
+        say("demo stopped by Ctrl-C; everything it started is stopped")
+        sys.exit(130)
