@@ -122,6 +122,9 @@ def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
         POSEFLEET_VISIBILITY_TIMEOUT="600",
         POSEFLEET_DRAIN_SECONDS="2",
         POSEFLEET_BATCH_SIZE="4",
+        # Hold 60 images (about 5 s of work here), more than the grace can finish: with the
+        # default work bound (2 batches) an idle machine drained all of it and released none.
+        POSEFLEET_PREFETCH_BATCHES="15",
     )
     first = processes.worker("first", env)
     produce(stack, "term/", "drain", task_size=4)
