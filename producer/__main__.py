@@ -22,6 +22,7 @@ from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
 from posefleet.settings import ProducerSettings, explain
 from producer.discovery import Endpoints
+from producer.results import PART_ROWS, READ_THREADS
 
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
@@ -142,11 +143,14 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--part-rows",
         type=int,
-        default=1_000_000,
-        help="rows per Parquet part file when --out is a directory (default 1,000,000)",
+        default=PART_ROWS,
+        help=f"rows per Parquet part file when --out is a directory (default {PART_ROWS:,})",
     )
     export.add_argument(
-        "--threads", type=int, default=32, help="result objects read at once (default 32)"
+        "--threads",
+        type=int,
+        default=READ_THREADS,
+        help=f"result objects read at once (default {READ_THREADS})",
     )
     _common(export)
     return p
@@ -392,8 +396,8 @@ def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
 
     s3 = client("s3")
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    read_manifest(s3, location, args.job_id)
-    lines = list(iter_results(s3, location, args.job_id))
+    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
+    lines = list(iter_results(s3, location, args.job_id, manifest=manifest))
     page = render_report(args.job_id, lines, fetcher(s3), per_pose=args.per_pose)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)

@@ -40,6 +40,7 @@ from posefleet.layout import SHARD_TASKS, Manifest, PartitionSummary, ResultsLoc
 from posefleet.task import TaskMessage, split_task_id, task_id_position
 from producer.listing import list_range
 from producer.plan import PartitionPlanner, PartitionState, PlanStore, Shard
+from producer.results import JobNotFound, read_manifest
 from producer.send import send_tasks
 from producer.sources import Partition, Position, Source
 
@@ -49,8 +50,6 @@ __all__ = [
     "SubmitOptions",
     "SubmitResult",
     "default_job_id",
-    "done_task_ids",
-    "read_manifest_or_none",
 ]
 
 MANIFEST_EVERY = 5.0  # seconds between rewrites of an in-progress manifest
@@ -68,26 +67,6 @@ def default_job_id(bucket: str, prefix: str, now: datetime | None = None) -> str
     stem = re.sub(r"[^A-Za-z0-9]+", "-", prefix.strip("/")).strip("-") or bucket
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{stem[:80]}-{stamp}"
-
-
-def done_task_ids(s3: Any, location: ResultsLocation, job_id: str) -> set[str]:
-    """Ids of the tasks of ``job_id`` whose result objects exist (small jobs; see
-    :meth:`Submission._done_in` for the per-shard check a submit uses)."""
-    done = set()
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=location.bucket, Prefix=location.tasks_prefix(job_id)):
-        for obj in page.get("Contents", []):
-            if (task_id := location.task_id_of(job_id, obj["Key"])) is not None:
-                done.add(task_id)
-    return done
-
-
-def read_manifest_or_none(s3: Any, location: ResultsLocation, job_id: str) -> Manifest | None:
-    try:
-        body = s3.get_object(Bucket=location.bucket, Key=location.manifest_key(job_id))["Body"]
-    except s3.exceptions.NoSuchKey:
-        return None
-    return Manifest.model_validate_json(body.read())
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +211,10 @@ class Submission:
     def _prepare(self) -> None:
         if self.o.dry_run:
             return
-        existing = read_manifest_or_none(self.s3, self.location, self.o.job_id)
+        try:
+            existing: Manifest | None = read_manifest(self.s3, self.location, self.o.job_id)
+        except JobNotFound:
+            existing = None
         if existing is not None and not existing.complete:
             if (existing.source, existing.task_size) != (self.source.description, self.o.task_size):
                 raise JobConflict(

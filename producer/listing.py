@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import botocore.session
@@ -26,7 +26,7 @@ from botocore.parsers import ResponseParserFactory
 
 from posefleet.aws import client
 
-__all__ = ["image_extensions", "is_image_key", "list_client", "list_image_keys", "list_range"]
+__all__ = ["image_extensions", "is_image_key", "list_client", "list_range"]
 
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
 _KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)
@@ -135,21 +135,3 @@ def list_range(
             return
         kwargs.pop("StartAfter", None)
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-
-def list_image_keys(
-    s3: Any,
-    bucket: str,
-    prefix: str,
-    *,
-    extensions: Iterable[str],
-    on_page: Callable[[int, int], None] | None = None,
-) -> Iterator[str]:
-    """Yield image keys under ``prefix`` in one stream; ``on_page(listed, kept)`` after each
-    page. The submit path lists in parallel (producer/sources.py); this is for small reads."""
-    exts = image_extensions(extensions)
-    for keys, _ in list_range(s3, bucket, prefix):
-        kept = [k for k in keys if is_image_key(k, exts)]
-        if on_page:
-            on_page(len(keys), len(kept))
-        yield from kept

@@ -3,8 +3,8 @@
 :class:`PartitionPlanner` cuts one partition's keys into tasks (ids by
 ``posefleet.task.make_task_id``) and the tasks into shards of ``SHARD_TASKS``;
 :class:`PlanStore` writes and reads the shards, their ``.sent`` markers, ``partition.json`` and
-the index; :func:`read_partitions` and :func:`iter_plan_tasks` read a job's plan back (status,
-export).
+the index; :func:`read_partitions` reads the index back (status and export count tasks from it)
+and :func:`iter_plan_tasks` a partition's planned tasks.
 
 IAM: ``s3:PutObject``, ``s3:GetObject``, ``s3:ListBucket`` and ``s3:DeleteObject`` on the
 results prefix.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posefleet.layout import SHARD_TASKS, PartitionSummary, PlanShard, ResultsLocation
-from posefleet.task import TaskMessage, make_task_id
+from posefleet.task import TaskMessage, plan_tasks
 from producer.listing import list_range
 from producer.sources import Partition
 
@@ -31,6 +31,7 @@ __all__ = [
     "PlanStore",
     "Shard",
     "iter_plan_tasks",
+    "parse_shard",
     "read_partitions",
 ]
 
@@ -51,23 +52,27 @@ class Shard:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, job_id: str, bucket: str, results: str) -> Shard:
-        lines = gzip.decompress(data).decode().splitlines()
-        header = PlanShard.model_validate_json(lines[0])
+        header, rows = parse_shard(data)
         now = time.time()
-        tasks = []
-        for line in lines[1:]:
-            d = json.loads(line)
-            tasks.append(
-                TaskMessage(
-                    job_id=job_id,
-                    task_id=d["task_id"],
-                    bucket=bucket,
-                    keys=tuple(d["keys"]),
-                    results=results,
-                    enqueued_at=now,
-                )
+        tasks = [
+            TaskMessage(
+                job_id=job_id,
+                task_id=task_id,
+                bucket=bucket,
+                keys=keys,
+                results=results,
+                enqueued_at=now,
             )
+            for task_id, keys in rows
+        ]
         return cls(header=header, tasks=tasks, stored=True)
+
+
+def parse_shard(data: bytes) -> tuple[PlanShard, list[tuple[str, tuple[str, ...]]]]:
+    """A stored shard (:meth:`Shard.to_bytes`): its header and its ``(task_id, keys)`` rows."""
+    lines = gzip.decompress(data).decode().splitlines()
+    rows = [json.loads(line) for line in lines[1:] if line]
+    return PlanShard.model_validate_json(lines[0]), [(r["task_id"], tuple(r["keys"])) for r in rows]
 
 
 class PartitionPlanner:
@@ -87,31 +92,28 @@ class PartitionPlanner:
         images_before: int = 0,
         split_at: str | None = None,
         split_hi: str | None = None,
-        shard_tasks: int = SHARD_TASKS,
     ) -> None:
         if task_size < 1:
             raise ValueError("task_size must be at least 1")
         self.part, self.job_id, self.bucket = part, job_id, bucket
-        self.task_size, self.results, self.shard_tasks = task_size, results, shard_tasks
+        self.task_size, self.results = task_size, results
         self.next_task, self.next_shard, self.images_before = next_task, next_shard, images_before
         self.split_at, self.split_hi = split_at, split_hi
         self._pending: list[str] = []
 
     def _shard(self, keys: list[str]) -> Shard:
-        now = time.time()
-        tasks = []
-        for start in range(0, len(keys), self.task_size):
-            chunk = tuple(keys[start : start + self.task_size])
-            tasks.append(
-                TaskMessage(
-                    job_id=self.job_id,
-                    task_id=make_task_id(self.next_task + len(tasks), chunk, self.part.id),
-                    bucket=self.bucket,
-                    keys=chunk,
-                    results=self.results,
-                    enqueued_at=now,
-                )
+        tasks = list(
+            plan_tasks(
+                job_id=self.job_id,
+                bucket=self.bucket,
+                keys=keys,
+                task_size=self.task_size,
+                results=self.results,
+                enqueued_at=time.time(),
+                partition=self.part.id,
+                first_index=self.next_task,
             )
+        )
         header = PlanShard(
             partition=self.part.id,
             shard=self.next_shard,
@@ -134,7 +136,7 @@ class PartitionPlanner:
 
     def add(self, keys: Iterable[str]) -> Iterator[Shard]:
         self._pending.extend(keys)
-        per_shard = self.task_size * self.shard_tasks
+        per_shard = self.task_size * SHARD_TASKS
         while len(self._pending) >= per_shard:
             head, self._pending = self._pending[:per_shard], self._pending[per_shard:]
             yield self._shard(head)
@@ -280,9 +282,8 @@ def iter_plan_tasks(
 
     def read(n: int) -> list[tuple[str, list[str]]]:
         key = location.shard_key(job_id, partition.partition, n)
-        lines = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
-        rows = [json.loads(line) for line in lines.splitlines()[1:] if line]
-        return [(r["task_id"], r["keys"]) for r in rows]
+        _, rows = parse_shard(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+        return [(task_id, list(keys)) for task_id, keys in rows]
 
     with ThreadPoolExecutor(threads) as pool:
         for rows in pool.map(read, range(partition.shards)):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import csv
-import gzip
 import json
 import queue
 import random
@@ -38,10 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from posefleet.layout import Manifest, PartitionSummary, ResultsLocation
+from posefleet.layout import Manifest, ResultsLocation
 from posefleet.result import ResultLine, load_lines
 from posefleet.task import split_task_id, task_id_position
 from producer.listing import list_range
+from producer.plan import read_partitions
 
 __all__ = [
     "CSV_COLUMNS",
@@ -66,6 +66,7 @@ __all__ = [
 EXACT_TASKS = 5000  # jobs of at most this many tasks are counted exactly (<= 5 LIST calls)
 WINDOWS = 10  # sampled windows (one LIST call each) for the live view of a larger job
 PAGE = 1000
+READ_THREADS = 32  # result objects an export or a report reads at once
 MIN_FAILURE_BASIS = 10  # images read before a failed count is extrapolated from them
 
 
@@ -88,17 +89,17 @@ def read_manifest(s3: Any, location: ResultsLocation, job_id: str) -> Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One partition's tasks: ids ``<head><index>-<digest>`` (``task_id_position``), ``index``
-    in ``range(tasks)``; each holds ``task_size`` images but the last, which holds the rest."""
+    """One partition's tasks: ids from ``make_task_id(index, keys, partition)``, ``index`` in
+    ``range(tasks)``; each holds ``task_size`` images but the last, which holds the rest."""
 
-    head: str  # "<partition>-", or "" for ids made without a partition (version 1)
+    partition: str | None  # None for ids made without a partition (version 1)
     tasks: int
     images: int
     task_size: int
 
     def start_after(self, index: int) -> str:
         """A listing position just before task ``index``'s result key (relative to tasks/)."""
-        return task_id_position(index, self.head.removesuffix("-") or None)
+        return task_id_position(index, self.partition)
 
     def images_of(self, index: int) -> int:
         return self.task_size if index < self.tasks - 1 else self.images - self.task_size * index
@@ -110,15 +111,19 @@ class TaskSpace:
     manifest's task ids (version 1); holds one small record per partition, never per task."""
 
     def __init__(self, segments: Iterable[Segment], *, v1_ids: frozenset[str] | None = None):
-        self.segments = sorted((s for s in segments if s.tasks > 0), key=lambda s: s.head)
-        self.by_head = {s.head: s for s in self.segments}
+        self.segments = sorted(
+            (s for s in segments if s.tasks > 0), key=lambda s: s.partition or ""
+        )
+        self.by_partition = {s.partition: s for s in self.segments}
         self.starts: list[int] = []
         total = 0
         for s in self.segments:
             self.starts.append(total)
             total += s.tasks
         self.tasks = total
-        self.offsets = {s.head: start for s, start in zip(self.segments, self.starts, strict=True)}
+        self.offsets = {
+            s.partition: start for s, start in zip(self.segments, self.starts, strict=True)
+        }
         self.images = sum(s.images for s in self.segments)
         self.v1_ids = v1_ids
 
@@ -127,22 +132,17 @@ class TaskSpace:
         if manifest.task_ids is not None:  # version 1: the ids are in the manifest
             ids = manifest.task_ids
             seg = Segment(
-                head="", tasks=len(ids), images=manifest.images, task_size=manifest.task_size
+                partition=None, tasks=len(ids), images=manifest.images, task_size=manifest.task_size
             )
             return cls([seg], v1_ids=frozenset(ids))
         if not manifest.complete:
             raise ValueError(
                 f"job {manifest.job_id} is still being submitted (its plan is not complete)"
             )
-        key = location.partitions_index_key(manifest.job_id)
-        raw = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
-        segments = []
-        for line in raw.splitlines():
-            if line.strip():
-                p = PartitionSummary.model_validate_json(line)
-                head = f"{p.partition}-" if p.partition else ""
-                segments.append(Segment(head, p.tasks, p.images, manifest.task_size))
-        return cls(segments)
+        return cls(
+            Segment(p.partition or None, p.tasks, p.images, manifest.task_size)
+            for p in read_partitions(s3, location, manifest.job_id)
+        )
 
     def locate(self, position: int) -> tuple[Segment, int]:
         """The segment and index of the task at ``position`` in ``range(self.tasks)``."""
@@ -150,7 +150,7 @@ class TaskSpace:
         return self.segments[i], position - self.starts[i]
 
     def position(self, seg: Segment, index: int) -> int:
-        return self.offsets[seg.head] + index
+        return self.offsets[seg.partition] + index
 
     def images_at(self, position: int) -> int:
         seg, index = self.locate(position)
@@ -164,7 +164,7 @@ class TaskSpace:
             partition, index = split_task_id(task_id)
         except ValueError:
             return None
-        seg = self.by_head.get(f"{partition}-" if partition else "")
+        seg = self.by_partition.get(partition)
         return (seg, index) if seg is not None and index < seg.tasks else None
 
     def boundaries(self, parts: int) -> list[str]:
@@ -416,7 +416,7 @@ def iter_results(
     job_id: str,
     *,
     manifest: Manifest | None = None,
-    threads: int = 32,
+    threads: int = READ_THREADS,
 ) -> Iterator[ResultLine]:
     """Every result line of the job's finished tasks, in task order, streamed.
 

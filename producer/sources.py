@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from posefleet.task import partition_id
-from producer.listing import image_extensions, is_image_key, list_range
+from producer.listing import PAGE, image_extensions, is_image_key, list_range
 
 __all__ = [
     "InventorySource",
@@ -146,7 +146,7 @@ class PrefixSource:
         extensions: Iterable[str],
         split_depth: int = 2,
         concurrency: int = 16,
-        page_size: int = 1000,
+        page_size: int = PAGE,
     ) -> None:
         if split_depth < 0:
             raise ValueError("split_depth must be 0 or more")
@@ -413,7 +413,7 @@ def make_source(
     extensions: Iterable[str],
     list_concurrency: int,
     split_depth: int,
-    page_size: int = 1000,
+    page_size: int = PAGE,
 ) -> Source:
     """The source the submit flags name: ``--inventory``, ``--keys``, or the prefix."""
     if inventory and keys:
