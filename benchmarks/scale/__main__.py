@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.scale.simulator import INPUT_BUCKET, KEY_PREFIX, QUEUE, RESULTS_BUCKET
+from benchmarks.scale.simulator import ACCOUNT, INPUT_BUCKET, KEY_PREFIX, QUEUE, RESULTS
 from posefleet.local import free_port
 
 HERE = Path(__file__).resolve().parents[2]
@@ -54,8 +54,8 @@ class Sim:
             "AWS_ACCESS_KEY_ID": "sim",
             "AWS_SECRET_ACCESS_KEY": "sim",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "POSEFLEET_QUEUE_URL": f"{self.url}/123456789012/{QUEUE}",
-            "POSEFLEET_RESULTS": f"s3://{RESULTS_BUCKET}/results",
+            "POSEFLEET_QUEUE_URL": f"{self.url}/{ACCOUNT}/{QUEUE}",
+            "POSEFLEET_RESULTS": RESULTS.uri,
             "POSEFLEET_LOG_LEVEL": "warning",
         }
 

@@ -40,6 +40,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from posefleet.layout import ResultsLocation
+from posefleet.resources import QueueSpec
+from posefleet.result import ErrorKind, ImageError, ResultLine
+
 __all__ = ["INPUT_BUCKET", "RESULTS_BUCKET", "Simulator", "virtual_key"]
 
 INPUT_BUCKET = "sim-input"
@@ -47,6 +51,7 @@ RESULTS_BUCKET = "sim-results"
 QUEUE, DLQ = "sim-tasks", "sim-tasks-dlq"
 ACCOUNT, REGION = "123456789012", "us-east-1"
 KEY_PREFIX = "photos/"
+RESULTS = ResultsLocation(RESULTS_BUCKET, "results")  # where the producer is told to put results
 LAST_MODIFIED = "2026-01-01T00:00:00.000Z"
 ETAG = "&quot;9b2cf535f27731c974343645a3985328&quot;"
 
@@ -73,24 +78,10 @@ class VirtualKeys:
         return virtual_key(i)
 
     def bisect_left(self, s: str) -> int:
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if virtual_key(mid) < s:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect.bisect_left(range(self.n), s, key=virtual_key)
 
     def bisect_right(self, s: str) -> int:
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if virtual_key(mid) <= s:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect.bisect_right(range(self.n), s, key=virtual_key)
 
     def index_of(self, key: str) -> int | None:
         try:
@@ -170,7 +161,7 @@ class Simulator:
         self.tasks: dict[str, tuple[str, int, int]] = {}
         self.done_results: dict[str, tuple[int, int]] = {}
         self.started = time.time()
-        self._line_template = self._render_line_template()
+        self._line_template, self._error_template = self._render_templates()
 
     # -- S3 ------------------------------------------------------------------------------------
 
@@ -248,9 +239,8 @@ class Simulator:
     def put_object(self, bucket: str, key: str, body: bytes) -> None:
         self.buckets.setdefault(bucket, StoredKeys()).put(key, body)
 
-    def _render_line_template(self) -> str:
-        from posefleet.result import ResultLine
-
+    def _render_templates(self) -> tuple[str, str]:
+        """An ok line and an error line, as the worker writes them, with ``@KEY@`` for the key."""
         probs = {"Front Double Biceps": 0.8125, "Side Chest": 0.125, "Back Lat Spread": 0.0625}
         line = ResultLine(
             bucket=INPUT_BUCKET,
@@ -264,27 +254,16 @@ class Simulator:
             confidence=0.8125,
             all_probabilities=probs,
         )
-        return line.to_json()
+        error = ImageError(ErrorKind.NOT_AN_IMAGE, "cannot identify image file")
+        return line.to_json(), ResultLine.error(INPUT_BUCKET, "@KEY@", error).to_json()
 
     def _synthesize_result(self, key: str) -> bytes:
         first, count = self.done_results[key]
         out = []
         for i in range(first, first + count):
             k = virtual_key(i)
-            if self.error_every and i % self.error_every == self.error_every - 1:
-                out.append(
-                    json.dumps(
-                        {
-                            "bucket": INPUT_BUCKET,
-                            "key": k,
-                            "status": "error",
-                            "error_kind": "not_an_image",
-                            "error_message": "cannot identify image file",
-                        }
-                    )
-                )
-            else:
-                out.append(self._line_template.replace("@KEY@", k))
+            errs = self.error_every and i % self.error_every == self.error_every - 1
+            out.append((self._error_template if errs else self._line_template).replace("@KEY@", k))
         return ("\n".join(out) + "\n").encode()
 
     # -- SQS -----------------------------------------------------------------------------------
@@ -334,11 +313,10 @@ class Simulator:
         first = indices[0]
         if indices != list(range(first, first + len(indices))):
             raise ValueError("the simulator records tasks of consecutive keys only")
-        results = task["results"][5:]
-        bucket, _, prefix = results.partition("/")
-        key = "/".join(p for p in (prefix.strip("/"), task["job_id"], "tasks") if p)
-        self.tasks[task["task_id"]] = (f"{key}/{task['task_id']}.jsonl", first, len(indices))
-        self.buckets.setdefault(bucket, StoredKeys())
+        location = ResultsLocation.parse(task["results"])
+        key = location.task_key(task["job_id"], task["task_id"])
+        self.tasks[task["task_id"]] = (key, first, len(indices))
+        self.buckets.setdefault(location.bucket, StoredKeys())
 
     def complete(self, fraction: float, seed: int) -> int:
         """Mark ``fraction`` of the recorded tasks done (a random subset); returns how many."""
@@ -360,13 +338,15 @@ class Simulator:
         import gzip
         from datetime import UTC, datetime
 
+        from posefleet.layout import Manifest, PartitionSummary
         from posefleet.task import make_task_id, partition_id
 
         n = self.keys.n
         per_part = -(-n // partitions)
         store = self.buckets[RESULTS_BUCKET]
-        head = f"results/{job_id}/"
-        index, ids = [], []
+        index: list[PartitionSummary] = []  # version 2 only
+        ids: list[str] = []
+        made = 0
         for p in range(partitions):
             lo, hi = p * per_part, min(n, (p + 1) * per_part)
             if lo >= hi:
@@ -378,10 +358,12 @@ class Simulator:
                 keys = [virtual_key(i) for i in range(start, start + count)]
                 task_id = make_task_id(t if pid else len(ids), keys, pid)
                 ids.append(task_id)
-                self.tasks[task_id] = (f"{head}tasks/{task_id}.jsonl", start, count)
+                self.tasks[task_id] = (RESULTS.task_key(job_id, task_id), start, count)
                 tasks += 1
-            index.append({"partition": pid, "tasks": tasks, "images": hi - lo, "shards": 1})
-        manifest = {
+            made += 1
+            if pid:
+                index.append(PartitionSummary(partition=pid, tasks=tasks, images=hi - lo, shards=1))
+        common = {
             "v": version,
             "job_id": job_id,
             "source_bucket": INPUT_BUCKET,
@@ -394,21 +376,22 @@ class Simulator:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if version == 2:
-            manifest.update(
+            manifest = Manifest(
+                **common,
                 source=f"s3://{INPUT_BUCKET}/{KEY_PREFIX}",
                 complete=True,
                 tasks_sent=len(ids),
                 partitions=len(index),
-                plan=f"{head}plan/",
+                plan=RESULTS.plan_prefix(job_id),
             )
-            lines = "".join(json.dumps(x) + "\n" for x in index).encode()
-            store.put(f"{head}plan/partitions.jsonl.gz", gzip.compress(lines))
+            lines = "".join(x.model_dump_json() + "\n" for x in index).encode()
+            store.put(RESULTS.partitions_index_key(job_id), gzip.compress(lines))
         else:
-            manifest["task_ids"] = ids
-        store.put(f"{head}manifest.json", json.dumps(manifest).encode())
+            manifest = Manifest(**common, task_ids=ids)
+        store.put(RESULTS.manifest_key(job_id), manifest.model_dump_json().encode())
         with self.lock:
             self.messages += len(ids)
-        return {"tasks": len(ids), "partitions": len(index)}
+        return {"tasks": len(ids), "partitions": made}
 
     def queue_attributes(self, name: str, wanted: list[str]) -> dict[str, str]:
         if name == DLQ:
@@ -424,7 +407,7 @@ class Simulator:
             attrs["RedrivePolicy"] = json.dumps(
                 {
                     "deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{DLQ}",
-                    "maxReceiveCount": 5,
+                    "maxReceiveCount": QueueSpec().max_receive_count,
                 }
             )
         if "All" in wanted:
