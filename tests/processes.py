@@ -82,3 +82,16 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 p.popen.kill()
                 p.popen.wait()
+
+
+def descendants(pid: int) -> dict[int, list[str]]:
+    """Every living process below ``pid``: {pid: argv} (empty argv for one that just ended)."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            found[child.pid] = child.cmdline()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            found[child.pid] = []
+    return found

@@ -8,13 +8,12 @@ import json
 
 import pytest
 
-from posefleet.layout import ResultsLocation
+from posefleet.result import dump_lines
 from producer.results import iter_results, read_manifest, summarize
 from tests.conftest import RESULTS
-from tests.test_producer import RESULTS_URI, run
-from tests.v2jobs import Counting, plan, write_job
+from tests.test_producer import LOC, RESULTS_URI, run
+from tests.v2jobs import Counting, line, plan, write_job
 
-LOC = ResultsLocation.parse(RESULTS_URI)
 PARTS = {"a0a0a0a0a0": 5, "b1b1b1b1b1": 3, "c2c2c2c2c2": 4}  # 12 tasks
 
 
@@ -37,8 +36,7 @@ def job(s3, queues):
     s3.put_object(
         Bucket=RESULTS,
         Key=LOC.task_key("ex", "a0a0a0a0a0-000005-ffffffffff"),
-        Body=b'{"bucket": "pf-input", "key": "stray.jpg", "status": "error", '
-        b'"error_kind": "truncated", "error_message": "x"}\n',
+        Body=dump_lines([line("stray.jpg", error=True)]),
     )
     return {k for t in tasks if t is not skipped for k in t.keys}
 

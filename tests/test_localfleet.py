@@ -20,6 +20,7 @@ from localfleet.mirror import BucketMirror
 from mappings import ClassMapping
 from posefleet.checkpoint import build_model, file_version
 from tests.images import jpeg
+from tests.processes import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,28 +40,6 @@ def seed_checkpoint(folder: Path) -> str:
     torch.save(build_model("resnet18", len(mapping.classes)).state_dict(), weights)
     mapping_file.write_text(json.dumps(mapping.to_json()))
     return file_version(weights, mapping_file)
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every living process below ``pid``, from /proc: {pid: command line}."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = {}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                cmdline = Path(f"/proc/{child}/cmdline")
-                found[child] = (
-                    cmdline.read_bytes().replace(b"\0", b" ").decode() if cmdline.exists() else ""
-                )
-                frontier.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -162,8 +141,8 @@ def test_local_fleet_serves_a_folder_with_a_seed_checkpoint_and_stops_clean(tmp_
         started = descendants(fleet.pid)
         record = json.loads((state / "fleet.json").read_text())
         assert {record["moto_pid"], *record["worker_pids"]} <= set(started)
-        assert any("moto.server" in c for c in started.values())
-        assert sum("-m worker" in c for c in started.values()) == 1
+        assert any("moto.server" in " ".join(c) for c in started.values())
+        assert sum("-m worker" in " ".join(c) for c in started.values()) == 1
         fleet.send_signal(signal.SIGTERM)
         assert fleet.wait(timeout=120) == 0, stderr.read_text()[-3000:]
     finally:

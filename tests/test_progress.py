@@ -8,12 +8,12 @@ import random
 import pytest
 
 import producer.follow as follow_module
-from posefleet.layout import Manifest, ResultsLocation
+from posefleet.layout import Manifest
 from producer import results
 from producer.follow import follow, poll_interval
 from producer.results import read_progress
 from tests.conftest import INPUT, RESULTS
-from tests.test_producer import RESULTS_URI, drain, run, upload, write_results
+from tests.test_producer import LOC, RESULTS_URI, drain, run, upload, write_results
 from tests.v2jobs import Counting, plan, write_job
 
 
@@ -53,7 +53,6 @@ def test_wait_follows_a_job_whose_queue_has_no_dead_letter_queue(
 # -- large jobs: sampled live view, exact confirmation -------------------------------------------
 
 PARTS = {"a0a0a0a0a0": 500, "b1b1b1b1b1": 300, "c2c2c2c2c2": 400}  # 1,200 tasks
-LOC = ResultsLocation.parse(RESULTS_URI)
 
 
 @pytest.fixture

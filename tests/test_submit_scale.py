@@ -17,16 +17,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from posefleet.layout import SHARD_TASKS, ResultsLocation
+from posefleet.layout import SHARD_TASKS
 from posefleet.task import TaskMessage, split_task_id
 from producer.plan import iter_plan_tasks, read_partitions
 from producer.results import read_manifest
 from producer.sources import PrefixSource, split_points
 from tests.conftest import INPUT, MODELS, RESULTS
-from tests.test_producer import drain, run, upload
-
-RESULTS_URI = f"s3://{RESULTS}/results"
-LOC = ResultsLocation.parse(RESULTS_URI)
+from tests.test_producer import LOC, RESULTS_URI, drain, run, upload
 
 ODD = [
     "p/a b+c.jpg",
