@@ -222,10 +222,6 @@ def _result_keys(
         yield keys
 
 
-def _task_id(location: ResultsLocation, job_id: str, key: str) -> str | None:
-    return location.task_id_of(job_id, key)
-
-
 def count_done(
     s3: Any, location: ResultsLocation, job_id: str, space: TaskSpace, *, threads: int = 32
 ) -> tuple[int, int, int]:
@@ -240,7 +236,7 @@ def count_done(
         for keys in _result_keys(s3, location, job_id, after=cuts[i], until=until):
             calls += 1
             for key in keys:
-                found = space.task_of(_task_id(location, job_id, key) or "")
+                found = space.task_of(location.task_id_of(job_id, key) or "")
                 if found:
                     tasks += 1
                     images += found[0].images_of(found[1])
@@ -259,7 +255,7 @@ def _exact_small(
     for keys in _result_keys(s3, location, manifest.job_id, after=None, until=None):
         calls += 1
         for key in keys:
-            task_id = _task_id(location, manifest.job_id, key)
+            task_id = location.task_id_of(manifest.job_id, key)
             found = space.task_of(task_id or "")
             if found and task_id not in done:
                 done.add(task_id)  # type: ignore[arg-type]
@@ -303,7 +299,7 @@ def _sampled(
         done = done_images = 0
         keys = []
         for obj in page.get("Contents", ()):
-            found = space.task_of(_task_id(location, manifest.job_id, obj["Key"]) or "")
+            found = space.task_of(location.task_id_of(manifest.job_id, obj["Key"]) or "")
             if found and start <= space.position(*found) < start + width:
                 done += 1
                 done_images += found[0].images_of(found[1])
@@ -432,7 +428,7 @@ def iter_results(
         try:
             for page in _result_keys(s3, location, job_id, after=None, until=None):
                 for key in page:
-                    if space.task_of(_task_id(location, job_id, key) or ""):
+                    if space.task_of(location.task_id_of(job_id, key) or ""):
                         while not stop.is_set():
                             try:
                                 keys.put(key, timeout=0.5)
