@@ -11,8 +11,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
-__all__ = ["client"]
+__all__ = ["NOT_FOUND_CODES", "client", "is_not_found"]
+
+# What S3 answers for a missing key or bucket: NoSuchKey to a GET, a bare 404 to a HEAD, and
+# NotFound from some clients and emulators.
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 
 
 def client(
@@ -28,3 +33,8 @@ def client(
         read_timeout=60,
     )
     return boto3.session.Session(botocore_session=botocore_session).client(service, config=config)
+
+
+def is_not_found(error: ClientError) -> bool:
+    """Whether an S3 error says the object (or its bucket) is not there."""
+    return str(error.response.get("Error", {}).get("Code", "")) in NOT_FOUND_CODES
