@@ -12,7 +12,12 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posefleet.metric_names import SERVICE
-from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
+from posefleet.resources import (
+    DEFAULT_LIVE_QUEUE_NAME,
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_RESULTS_BUCKET,
+    DISCOVERY_PARAMETER,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -27,7 +32,24 @@ class CommonSettings(BaseSettings):
     queue_url: str | None = Field(
         default=None, description="Tasks queue URL; looked up from queue_name when unset."
     )
-    queue_name: str = Field(default=DEFAULT_QUEUE_NAME, description="Tasks queue name.")
+    queue_name: str = Field(
+        default=DEFAULT_QUEUE_NAME, description="Tasks queue name (the backfill lane)."
+    )
+    live_queue_url: str | None = Field(
+        default=None,
+        description="Live lane queue URL (uploads as they land, urgent jobs); looked up from "
+        "live_queue_name when unset.",
+    )
+    live_queue_name: str = Field(
+        default=DEFAULT_LIVE_QUEUE_NAME,
+        description="Live lane queue name; empty: no live lane (the worker serves the backfill "
+        "queue alone).",
+    )
+    events_topic: str | None = Field(
+        default=None,
+        description="ARN of the SNS topic events are published to (posefleet/events.py); "
+        "unset: no events.",
+    )
     results: str = Field(
         default=f"s3://{DEFAULT_RESULTS_BUCKET}/results",
         description="Where results go: s3://bucket/prefix.",
