@@ -99,7 +99,17 @@ def settings(queue_url: str, **kw: Any) -> WorkerSettings:
 
 
 def run_worker(
-    s3, sqs, queue_url, classifier, *, idle: float = 1.5, queue=None, shutdown=None, **kw
+    s3,
+    sqs,
+    queue_url,
+    classifier,
+    *,
+    idle: float = 1.5,
+    queue=None,
+    shutdown=None,
+    live_queue=None,
+    hooks=(),
+    **kw,
 ):
     out = io.StringIO()
     worker = Worker(
@@ -112,6 +122,8 @@ def run_worker(
         shutdown=shutdown or threading.Event(),
         decode_threads=2,
         exit_when_idle=idle,
+        live_queue=live_queue,
+        hooks=hooks,
     )
     assert worker.run() == 0
     return worker, [json.loads(line) for line in out.getvalue().splitlines()]
@@ -389,8 +401,9 @@ def test_s3_events_are_one_key_tasks_and_test_events_are_acknowledged(s3, sqs, q
         MessageBody=json.dumps({"Event": "s3:TestEvent", "Bucket": INPUT}),
     )
     run_worker(s3, sqs, queues.queue_url, classifier)
-    objects = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/stream/tasks/")["Contents"]
-    assert len(objects) == 1
+    # the photo's result is where its key alone says, and nowhere else
+    objects = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/")["Contents"]
+    assert [o["Key"] for o in objects] == [LOC.live_key(INPUT, key)]
     (line,) = load_lines(s3.get_object(Bucket=RESULTS, Key=objects[0]["Key"])["Body"].read())
     assert (line.key, line.status) == (key, "ok")
     assert depth(sqs, queues.queue_url) == 0
@@ -564,3 +577,86 @@ def test_a_worker_whose_receive_keeps_crashing_drains_and_exits_1(s3, sqs, queue
     )
     assert worker.run() == 1
     assert worker.supervisor.crashes["receive"] == 3
+
+
+def upload_event(key: str, etag: str = "e1") -> str:
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-12-01T10:00:00.000Z",
+        "s3": {"bucket": {"name": INPUT}, "object": {"key": key, "eTag": etag}},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, classifier):
+    from posefleet.aws import client
+    from posefleet.events import EventChannel, ImageLabelled, parse_event
+    from worker.announce import Announcer
+
+    # Given a backlog of backfill tasks, and a worker holding four batches of it
+    backfill = [
+        send_task(
+            sqs,
+            queues.queue_url,
+            [put(s3, f"old/{t}-{i}.jpg", jpeg((320, 240), seed=i)) for i in range(8)],
+            task_id=f"{t:06d}-bf",
+        )
+        for t in range(10)
+    ]
+    new = put(s3, "uploads/new.jpg", jpeg(seed=9))
+    broken = put(s3, "uploads/broken.jpg", b"\xff\xd8\xff\xe0 not really")
+    order: list[str] = []
+
+    class SpyS3(FaultyS3):
+        def put_object(self, **kw: Any) -> Any:
+            order.append(kw["Key"])
+            if len(order) == 1:  # when the first backfill task is written, two uploads land
+                for key in (new, broken):
+                    sqs.send_message(QueueUrl=queues.live_queue_url, MessageBody=upload_event(key))
+            return self.real.put_object(**kw)
+
+    live = TaskQueue(sqs=sqs, url=queues.live_queue_url, dlq_url=queues.live_dlq_url)
+    out = io.StringIO()
+    announcer = Announcer(
+        channel=EventChannel(sns=client("sns"), topic_arn=queues.events_topic),
+        metrics=Metrics(service="test", out=out),
+    )
+
+    # When it serves both lanes
+    worker, _ = run_worker(
+        SpyS3(s3),
+        sqs,
+        queues.queue_url,
+        classifier,
+        live_queue=live,
+        hooks=[("announce", announcer)],
+        batch_size=8,
+        prefetch_batches=4,
+        idle=2,
+    )
+
+    # Then the uploads jumped what it held: at most the batch in the model and the next went
+    # first (in arrival order they would wait for all four), each at its photo's own key
+    live_keys = [LOC.live_key(INPUT, new), LOC.live_key(INPUT, broken)]
+    backfill_keys = [t.result_key for t in backfill]
+    assert sorted(order) == sorted(live_keys + backfill_keys)
+    waited_for = max(order.index(k) for k in live_keys) - 1 - 1  # minus the first, the other
+    assert waited_for <= 2, order
+    ((ok,), (bad,)) = (
+        load_lines(s3.get_object(Bucket=RESULTS, Key=k)["Body"].read()) for k in live_keys
+    )
+    assert (ok.key, ok.status) == (new, "ok")
+    assert (bad.key, bad.error_kind) == (broken, "truncated")
+    # and an event for each, its result inline, its id stable for the upload and model
+    got = sqs.receive_message(QueueUrl=queues.events_queue_url, MaxNumberOfMessages=10)
+    events = sorted(
+        (parse_event(m["Body"]) for m in got["Messages"]),
+        key=lambda e: e.key,  # type: ignore
+    )
+    assert [type(e) for e in events] == [ImageLabelled, ImageLabelled]
+    assert [(e.key, e.result.status) for e in events] == [(broken, "error"), (new, "ok")]
+    assert events[1].result_uri == f"s3://{RESULTS}/{live_keys[0]}"
+    assert events[1].uploaded_at.isoformat() == "2026-12-01T10:00:00+00:00"
+    assert events[1].uploaded_at < events[1].received_at <= events[1].labelled_at
+    assert worker.stats["tasks"] == len(backfill) + 2
+    assert depth(sqs, queues.live_queue_url) == 0 and depth(sqs, queues.queue_url) == 0

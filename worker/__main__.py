@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -167,6 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         return fail("queue_lookup_failed", "cannot use the tasks queue", e)
     if dlq_url is None:
         log.warning("no_dead_letter_queue", queue=queue_url)
+    try:
+        live_queue = startup.call(lambda: _live_queue(settings, sqs), what="live lane lookup")
+    except (ClientError, BotoCoreError, GaveUp) as e:
+        return fail("queue_lookup_failed", "cannot use the live lane's queue", e)
+    hooks = []
+    if settings.events_topic:
+        from posefleet.events import EventChannel
+        from worker.announce import Announcer
+
+        channel = EventChannel(
+            sns=client("sns", max_attempts=settings.aws_max_attempts),
+            topic_arn=settings.events_topic,
+        )
+        hooks.append(("sns:Publish(image.labelled)", Announcer(channel=channel, metrics=metrics)))
 
     worker = Worker(
         settings=settings,
@@ -178,8 +193,30 @@ def main(argv: list[str] | None = None) -> int:
         decode_threads=decode_threads,
         exit_when_idle=args.exit_when_idle,
         protection=ScaleInProtection(os.environ.get("ECS_AGENT_URI")),
+        live_queue=live_queue,
+        hooks=hooks,
     )
     return worker.run()
+
+
+def _live_queue(settings: WorkerSettings, sqs: Any) -> Any:
+    """The live lane's queue, with its dead-letter queue; None when there is none (a stack
+    without a live lane, or live_queue_name set empty): the worker then serves the backfill
+    lane alone."""
+    from posefleet.deadletter import dead_letter_url
+    from worker.sqs import TaskQueue
+
+    log = get_logger("worker")
+    url = settings.live_queue_url
+    if not url and settings.live_queue_name:
+        try:
+            url = sqs.get_queue_url(QueueName=settings.live_queue_name)["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            log.warning("no_live_lane", queue_name=settings.live_queue_name)
+            return None
+    if not url:
+        return None
+    return TaskQueue(sqs=sqs, url=url, dlq_url=dead_letter_url(sqs, url))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import threading
 
 from posefleet.logs import get_logger
 from worker.batching import collect_batch
-from worker.ledger import Ledger
+from worker.ledger import Held, Ledger, by_queue
 from worker.retry import GaveUp, Retry
 from worker.sqs import TaskQueue
 
@@ -22,10 +22,7 @@ log = get_logger("worker")
 
 
 class Acker:
-    def __init__(
-        self, *, tasks_queue: TaskQueue, ledger: Ledger, retry: Retry, stop: threading.Event
-    ) -> None:
-        self.queue = tasks_queue
+    def __init__(self, *, ledger: Ledger, retry: Retry, stop: threading.Event) -> None:
         self.ledger = ledger
         self.retry = retry
         self.stop = stop
@@ -34,21 +31,22 @@ class Acker:
         acks = self.ledger.acks
         while not (self.stop.is_set() and acks.empty()):
             batch = collect_batch(acks, max_size=10, max_wait=0.05, first_wait=0.2)
-            batch = [h for h in batch if not h.closed]
-            if not batch:
-                continue
-            try:
-                failed = self.retry.call(
-                    lambda b=batch: self.queue.delete([h.received for h in b]),
-                    what="sqs:DeleteMessageBatch",
-                    messages=len(batch),
-                )
-            except GaveUp as e:
-                # Not deleted: the messages come back and their tasks rewrite the same objects.
-                log.warning("delete_failed", messages=len(batch), error=str(e))
-                failed = {h.received.message_id: "gave_up" for h in batch}
-            if failed:
-                log.warning(
-                    "delete_partly_failed", failed=len(failed), codes=sorted(set(failed.values()))
-                )
-            self.ledger.close(batch)
+            for tasks_queue, held in by_queue(h for h in batch if not h.closed):
+                self._delete(tasks_queue, held)
+
+    def _delete(self, tasks_queue: TaskQueue, held: list[Held]) -> None:
+        try:
+            failed = self.retry.call(
+                lambda: tasks_queue.delete([h.received for h in held]),
+                what="sqs:DeleteMessageBatch",
+                messages=len(held),
+            )
+        except GaveUp as e:
+            # Not deleted: the messages come back and their tasks rewrite the same objects.
+            log.warning("delete_failed", messages=len(held), error=str(e))
+            failed = {h.received.message_id: "gave_up" for h in held}
+        if failed:
+            log.warning(
+                "delete_partly_failed", failed=len(failed), codes=sorted(set(failed.values()))
+            )
+        self.ledger.close(held)

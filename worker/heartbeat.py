@@ -17,7 +17,7 @@ import time
 from posefleet.aws import is_transient
 from posefleet.logs import get_logger
 from posefleet.settings import WorkerSettings
-from worker.ledger import Held, Ledger
+from worker.ledger import Held, Ledger, by_queue
 from worker.retry import Retry
 from worker.sqs import GONE_CODES, TaskQueue
 
@@ -33,13 +33,11 @@ class Heartbeat:
         self,
         *,
         settings: WorkerSettings,
-        tasks_queue: TaskQueue,
         ledger: Ledger,
         retry: Retry,
         stop: threading.Event,
     ) -> None:
         self.settings = settings
-        self.queue = tasks_queue
         self.ledger = ledger
         self.retry = retry
         self.stop = stop
@@ -49,33 +47,36 @@ class Heartbeat:
         failures = 0
         while not self.stop.wait(self.period if not failures else self.retry.delay(failures)):
             held = self.ledger.open()
-            if not held:
-                failures = 0
-                continue
             self._stuck(held)
-            held = [h for h in held if not h.closed]
-            sent = time.monotonic()
-            try:
-                failed = self.queue.change_visibility(
-                    [h.received for h in held], self.settings.visibility_timeout
-                )
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                failures += 1
-                log.warning("heartbeat_failed", messages=len(held), error=str(e), attempt=failures)
-                self._expired(held)
-                continue
-            failures = 0
-            for h in held:
-                code = failed.get(h.received.message_id)
-                if code is None:
-                    h.visible_until = sent + self.settings.visibility_timeout
-                elif code in GONE_CODES:
-                    self._lost(h, code)
-                else:
-                    failures = 1  # an entry that failed for now: try it again soon
+            retry_soon = False
+            for tasks_queue, group in by_queue(h for h in held if not h.closed):
+                retry_soon |= not self._beat(tasks_queue, group)
+            failures = failures + 1 if retry_soon else 0
+
+    def _beat(self, tasks_queue: TaskQueue, held: list[Held]) -> bool:
+        """Extend ``held``'s visibility; False when some of it should be tried again soon."""
+        sent = time.monotonic()
+        try:
+            failed = tasks_queue.change_visibility(
+                [h.received for h in held], self.settings.visibility_timeout
+            )
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            log.warning("heartbeat_failed", messages=len(held), error=str(e))
             self._expired(held)
+            return False
+        ok = True
+        for h in held:
+            code = failed.get(h.received.message_id)
+            if code is None:
+                h.visible_until = sent + self.settings.visibility_timeout
+            elif code in GONE_CODES:
+                self._lost(h, code)
+            else:
+                ok = False  # an entry that failed for now: try it again soon
+        self._expired(held)
+        return ok
 
     def _expired(self, held: list[Held]) -> None:
         now = time.monotonic()

@@ -1,6 +1,9 @@
 """The infer stage: the one owner of the model, batching decoded images across tasks.
 
-It collects a batch from the ready queue, closed on size or age (``worker.batching``), drops
+Decoded images wait in :class:`Ready`: live ones apart, and first. When a live image is
+waiting, the next batch is the live images alone, closed at once: a live photo waits for at
+most the batch the model is on, never for backfill images to fill its batch. Otherwise the
+batch is collected from the backfill, closed on size or age (``worker.batching``). It drops
 images whose message was let go meanwhile, runs the model and records each image's ``ok``
 line. A batch the model fails on gives up its messages (by visibility: an error nobody
 expected, so the receive count rises and the redrive policy stays the backstop).
@@ -23,7 +26,7 @@ from worker.ledger import Item, Ledger
 from worker.metrics import Metrics
 from worker.model import Classifier, Prediction
 
-__all__ = ["Inferrer", "ok_line"]
+__all__ = ["Inferrer", "Ready", "ok_line"]
 
 log = get_logger("worker")
 
@@ -45,13 +48,38 @@ def ok_line(
     )
 
 
+class Ready:
+    """Decoded images waiting for the model: the live lane's first."""
+
+    def __init__(self) -> None:
+        self.live: queue.Queue[Item] = queue.Queue()
+        self.backfill: queue.Queue[Item] = queue.Queue()
+
+    def put(self, item: Item) -> None:
+        (self.live if item.state.held.urgent else self.backfill).put(item)
+
+    def next_batch(self, *, max_size: int, max_wait: float) -> list[Item]:
+        """Every live image waiting (up to ``max_size``), at once; else a backfill batch closed
+        on size or age. Waits at most 50 ms for a first backfill image, so a live one that
+        arrives meanwhile is seen soon."""
+        live: list[Item] = []
+        while len(live) < max_size:
+            try:
+                live.append(self.live.get_nowait())
+            except queue.Empty:
+                break
+        if live:
+            return live
+        return collect_batch(self.backfill, max_size=max_size, max_wait=max_wait, first_wait=0.05)
+
+
 class Inferrer:
     def __init__(
         self,
         *,
         settings: WorkerSettings,
         classifier: Classifier,
-        ready: queue.Queue[Item],
+        ready: Ready,
         ledger: Ledger,
         gate: Gate,
         metrics: Metrics,
@@ -67,15 +95,17 @@ class Inferrer:
 
     def loop(self) -> None:
         while not self.stop.is_set():
-            batch = collect_batch(
-                self.ready,
-                max_size=self.settings.batch_size,
-                max_wait=self.settings.batch_wait_ms / 1000,
-                first_wait=0.2,
+            batch = self.ready.next_batch(
+                max_size=self.settings.batch_size, max_wait=self.settings.batch_wait_ms / 1000
             )
             live = [item for item in batch if not item.state.held.closed]
             if live:
-                self.run(live)
+                try:
+                    self.run(live)
+                except Exception:  # whatever broke, these images' messages do not wait forever
+                    for held in {item.state.held for item in live}:
+                        self.ledger.give_up(held, reason="inference_failed", crash=True)
+                    raise
 
     def run(self, live: list[Item]) -> None:
         started = time.perf_counter()

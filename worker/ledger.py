@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +33,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from posefleet import metric_names as m
 from posefleet.logs import get_logger
+from posefleet.resources import Lane
 from posefleet.result import ImageError, ResultLine
 from posefleet.task import TaskMessage
 from worker.metrics import Metrics
 from worker.prefetch import Throughput
 from worker.sqs import Received, TaskQueue
 
-__all__ = ["Held", "Item", "Ledger", "TaskState"]
+__all__ = ["Held", "Item", "Ledger", "TaskState", "by_queue"]
 
 log = get_logger("worker")
 
@@ -49,12 +50,18 @@ class Held:
     """One SQS message this worker holds, until its tasks are written and it is deleted."""
 
     received: Received
+    queue: TaskQueue  # where it came from, where it is acknowledged or let go
+    lane: Lane = Lane.BACKFILL
     tasks: list[TaskState] = field(default_factory=list)
     pending: int = 0  # tasks not yet written
     images: int = 0
     closed: bool = False  # deleted, handed back or released: no more work on it
     received_at: float = field(default_factory=time.time)  # wall clock, for events
     visible_until: float = 0.0  # monotonic: when SQS shows it to others unless extended
+
+    @property
+    def urgent(self) -> bool:
+        return self.lane is Lane.LIVE
 
     @property
     def suspect(self) -> bool:
@@ -81,17 +88,23 @@ class Item:
     original_size: tuple[int, int]
 
 
+def by_queue(held: Iterable[Held]) -> list[tuple[TaskQueue, list[Held]]]:
+    """Messages grouped by the queue they came from (SQS batch calls take one queue)."""
+    groups: dict[int, tuple[TaskQueue, list[Held]]] = {}
+    for h in held:
+        groups.setdefault(id(h.queue), (h.queue, []))[1].append(h)
+    return list(groups.values())
+
+
 class Ledger:
     def __init__(
         self,
         *,
-        tasks_queue: TaskQueue,
         metrics: Metrics,
         visibility_timeout: int,
         retry_delay_seconds: int,
         on_task_complete: Callable[[TaskState], None],
     ) -> None:
-        self.queue = tasks_queue
         self.metrics = metrics
         self.visibility_timeout = visibility_timeout
         self.retry_delay_seconds = retry_delay_seconds
@@ -102,7 +115,7 @@ class Ledger:
         self.last_activity = time.monotonic()
         self._lock = threading.Lock()
         self._held: dict[str, Held] = {}  # by receipt handle
-        self._images = 0
+        self._images: Counter[Lane] = Counter()
 
     # ------------------------------------------------------------------ holding
 
@@ -110,16 +123,17 @@ class Ledger:
         held.visible_until = time.monotonic() + self.visibility_timeout
         with self._lock:
             self._held[held.received.receipt_handle] = held
-            self._images += held.images
+            self._images[held.lane] += held.images
         self.last_activity = time.monotonic()
 
     def holding(self) -> int:
         with self._lock:
             return len(self._held)
 
-    def images_held(self) -> int:
+    def images_held(self, lane: Lane | None = None) -> int:
+        """Images held, of one lane or of both."""
         with self._lock:
-            return self._images
+            return self._images[lane] if lane is not None else self._images.total()
 
     def open(self) -> list[Held]:
         with self._lock:
@@ -171,7 +185,7 @@ class Ledger:
         with self._lock:
             for h in held:
                 if self._held.pop(h.received.receipt_handle, None) is not None:
-                    self._images -= h.images
+                    self._images[h.lane] -= h.images
                 if not h.closed:
                     h.closed = True
                     closed.append(h)
@@ -193,19 +207,18 @@ class Ledger:
         if not newly:
             return 0
         by_visibility = [h for h in newly if crash or h.suspect]
-        fresh = [h for h in newly if not (crash or h.suspect)]
-        if fresh:
+        for tasks_queue, fresh in by_queue(h for h in newly if not (crash or h.suspect)):
             try:
-                unsent = set(self.queue.hand_back([h.received for h in fresh], delay=delay))
+                unsent = set(tasks_queue.hand_back([h.received for h in fresh], delay=delay))
             except (ClientError, BotoCoreError) as e:
                 log.warning("hand_back_failed", messages=len(fresh), error=str(e))
                 unsent = {h.received.message_id for h in fresh}
             by_visibility += [h for h in fresh if h.received.message_id in unsent]
-        if by_visibility:
+        for tasks_queue, released in by_queue(by_visibility):
             try:
-                self.queue.change_visibility([h.received for h in by_visibility], delay)
+                tasks_queue.change_visibility([h.received for h in released], delay)
             except (ClientError, BotoCoreError) as e:  # it comes back when its timeout ends
-                log.warning("release_failed", messages=len(by_visibility), error=str(e))
+                log.warning("release_failed", messages=len(released), error=str(e))
         for h in newly:
             self.metrics.count(m.TASKS_ABANDONED, len(h.tasks))
             self.stats["released"] += 1

@@ -3,18 +3,20 @@
 This module is the map; each stage lives in a module of its own, connected by queues and
 by the ledger (``worker.ledger``: what the worker holds, and how it lets messages go):
 
-* **receive** (``worker.receive``) long-polls SQS while fewer images are held than a few
-  seconds of work (``worker.prefetch``), parses each message and holds it; a first delivery
-  goes to
+* **receive** (``worker.receive``, one per lane) long-polls SQS while fewer images are held
+  than a few seconds of work (``worker.prefetch``), parses each message and holds it; a first
+  delivery goes to
 * **fetch** and **decode** (``worker.prepare``: a pool of S3 GETs, a pool of decoders sized
-  to the CPUs), which put ``uint8`` images on the ready queue;
+  to the CPUs, both running live work first, ``worker.pool``), which put ``uint8`` images on
+  the ready queues;
 * **infer** (``worker.infer``: the one owner of the model) collects batches across tasks,
-  closed on size or age;
+  closed on size or age; live images make a batch of their own, next;
 * **isolate** (``worker.isolate``) takes a message that came back after a worker died: its
   images apart from all other work, behind an attempt marker, so an image that kills the
   process is caught by name and ends as a ``crashed_worker`` line;
 * **write** (``worker.write``) PUTs one JSON Lines object per task once each of its images
-  has a line, then runs the task's hooks;
+  has a line (an upload's at its photo's live key), then runs the task's hooks: the "image
+  labelled" event (``worker.announce``), the job record;
 * **ack** (``worker.ack``) deletes a message only after all its tasks are written;
 * **heartbeat** (``worker.heartbeat``) extends the visibility of every held message.
 
@@ -32,7 +34,6 @@ flush metrics, return 0.
 
 from __future__ import annotations
 
-import queue
 import resource
 import threading
 import time
@@ -43,15 +44,17 @@ from typing import Any
 
 from posefleet import metric_names as m
 from posefleet.logs import get_logger
+from posefleet.resources import Lane
 from posefleet.settings import WorkerSettings
 from worker.ack import Acker
 from worker.gate import Gate
 from worker.heartbeat import Heartbeat
-from worker.infer import Inferrer
+from worker.infer import Inferrer, Ready
 from worker.isolate import Isolator
-from worker.ledger import Held, Item, Ledger, TaskState
+from worker.ledger import Held, Ledger, TaskState
 from worker.metrics import Metrics
 from worker.model import Classifier
+from worker.pool import PriorityPool
 from worker.prepare import Preparer
 from worker.protection import ScaleInProtection
 from worker.receive import Receiver
@@ -81,6 +84,11 @@ def _peak_rss_mib(usage: resource.struct_rusage) -> float:
     return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
+def _receive(lane: Lane) -> str:
+    """The receive stage's name for ``lane``: ``receive`` (backfill), ``receive-live``."""
+    return "receive" if lane is Lane.BACKFILL else f"receive-{lane}"
+
+
 class Worker:
     def __init__(
         self,
@@ -94,10 +102,14 @@ class Worker:
         decode_threads: int,
         exit_when_idle: float | None = None,
         protection: ScaleInProtection | None = None,
+        live_queue: TaskQueue | None = None,
         hooks: Sequence[tuple[str, TaskHook]] = (),
     ) -> None:
+        """``tasks_queue`` is the backfill lane's queue, ``live_queue`` the live lane's (None:
+        no live lane); ``hooks`` run after a task's object is written (``worker.write``)."""
         self.settings = settings
         self.queue = tasks_queue
+        self.live_queue = live_queue
         self.classifier = classifier
         self.metrics = metrics
         self.shutdown = shutdown
@@ -112,14 +124,13 @@ class Worker:
             window=settings.stage_crash_window_seconds,
         )
         self.retry = Retry(budget=settings.fault_budget_seconds, stop=self._stop)
-        self._fetch_pool = ThreadPoolExecutor(settings.fetch_threads, thread_name_prefix="fetch")
-        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._fetch_pool = PriorityPool(settings.fetch_threads, name="fetch")
+        self._decode_pool = PriorityPool(decode_threads, name="decode")
         self._io_pool = ThreadPoolExecutor(4, thread_name_prefix="write")
-        ready: queue.Queue[Item] = queue.Queue()
+        ready = Ready()
         gate = Gate()  # decoding and the model: shared, or one image on trial alone
 
         self.ledger = Ledger(
-            tasks_queue=tasks_queue,
             metrics=metrics,
             visibility_timeout=settings.visibility_timeout,
             retry_delay_seconds=settings.retry_delay_seconds,
@@ -157,17 +168,24 @@ class Worker:
             fetch_pool=self._fetch_pool,
             stop=self._stop,
         )
-        self.receiver = Receiver(
-            settings=settings,
-            tasks_queue=tasks_queue,
-            ledger=self.ledger,
-            metrics=metrics,
-            retry=self.retry,
-            supervisor=self.supervisor,
-            io_pool=self._io_pool,
-            stopping=self._stopping,
-            dispatch=self._dispatch,
-        )
+        lanes = {Lane.BACKFILL: tasks_queue}
+        if live_queue is not None:
+            lanes[Lane.LIVE] = live_queue
+        self.receivers = {
+            lane: Receiver(
+                settings=settings,
+                tasks_queue=lane_queue,
+                lane=lane,
+                ledger=self.ledger,
+                metrics=metrics,
+                retry=self.retry,
+                supervisor=self.supervisor,
+                io_pool=self._io_pool,
+                stopping=self._stopping,
+                dispatch=self._dispatch,
+            )
+            for lane, lane_queue in lanes.items()
+        }
         self.inferrer = Inferrer(
             settings=settings,
             classifier=classifier,
@@ -177,12 +195,9 @@ class Worker:
             metrics=metrics,
             stop=self._stop,
         )
-        self.acker = Acker(
-            tasks_queue=tasks_queue, ledger=self.ledger, retry=self.retry, stop=self._stop
-        )
+        self.acker = Acker(ledger=self.ledger, retry=self.retry, stop=self._stop)
         self.heartbeat = Heartbeat(
             settings=settings,
-            tasks_queue=tasks_queue,
             ledger=self.ledger,
             retry=self.retry,
             stop=self._stop,
@@ -206,16 +221,22 @@ class Worker:
     def run(self) -> int:
         """Serve until SIGTERM (0), idle for ``exit_when_idle`` (0), or a stage that cannot
         recover (1, after a drain)."""
+        for lane, receiver in self.receivers.items():
+            self.supervisor.start(_receive(lane), receiver.loop, done=self._stopping)
         stages = {
-            "receive": self.receiver.loop,
             "infer": self.inferrer.loop,
             "isolate": self.isolator.loop,
             "ack": self.acker.loop,
             "heartbeat": self.heartbeat.loop,
         }
         for name, loop in stages.items():
-            self.supervisor.start(name, loop, done=self._stopping if name == "receive" else None)
-        log.info("worker_started", **self.classifier.describe(), queue=self.queue.url)
+            self.supervisor.start(name, loop)
+        log.info(
+            "worker_started",
+            **self.classifier.describe(),
+            queue=self.queue.url,
+            live_queue=self.live_queue.url if self.live_queue else None,
+        )
         next_flush = time.monotonic() + 10
         reason, failure = "signal", None
         while not self.shutdown.wait(0.2):
@@ -251,8 +272,9 @@ class Worker:
             grace_seconds=self.settings.drain_seconds,
         )
         self._stopping.set()
-        receiver = self.supervisor.threads["receive"]
-        receiver.join(timeout=max(0.0, deadline - time.monotonic()))
+        receivers = [self.supervisor.threads[_receive(lane)] for lane in self.receivers]
+        for receiver in receivers:
+            receiver.join(timeout=max(0.0, deadline - time.monotonic()))
         while self.ledger.holding() and time.monotonic() < deadline:
             time.sleep(0.05)
         released = self.ledger.release_all(reason="shutdown")
@@ -260,9 +282,10 @@ class Worker:
         for pool in (self._fetch_pool, self._decode_pool, self._io_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         # A receive call still in its long poll: wait it out, it hands back what it gets.
-        receiver.join(timeout=self.settings.wait_time_seconds + 5)
-        for name, thread in self.supervisor.threads.items():
-            if name != "receive":  # the infer thread finishes its batch (its results dropped)
+        for receiver in receivers:
+            receiver.join(timeout=self.settings.wait_time_seconds + 5)
+        for thread in self.supervisor.threads.values():
+            if thread not in receivers:  # the infer thread finishes its batch (results dropped)
                 thread.join(timeout=30)
         self.protection.set(False)
         self.metrics.flush()

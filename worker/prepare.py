@@ -11,7 +11,6 @@ holds the message; only if it outlasts ``fault_budget_seconds`` is the message h
 
 from __future__ import annotations
 
-import queue
 import time
 from concurrent.futures import Executor
 from typing import Any
@@ -23,8 +22,10 @@ from posefleet.result import ErrorKind, ImageError
 from posefleet.settings import WorkerSettings
 from worker.fetch import TransientFetchError, fetch_object
 from worker.gate import Gate
+from worker.infer import Ready
 from worker.ledger import Held, Item, Ledger, TaskState
 from worker.metrics import Metrics
+from worker.pool import NORMAL, URGENT
 from worker.retry import GaveUp, Retry
 from worker.supervise import Supervisor
 
@@ -80,7 +81,7 @@ class Preparer:
         s3: Any,
         input_size: int,
         ledger: Ledger,
-        ready: queue.Queue[Item],
+        ready: Ready,
         gate: Gate,
         metrics: Metrics,
         retry: Retry,
@@ -118,6 +119,7 @@ class Preparer:
                         h, reason="fetch_crashed", crash=True
                     ),
                     stage="fetch",
+                    priority=URGENT if held.urgent else NORMAL,
                 )
 
     def _fetch(self, state: TaskState, index: int) -> None:
@@ -144,6 +146,7 @@ class Preparer:
             data,
             on_error=lambda _: self.ledger.give_up(state.held, reason="decode_crashed", crash=True),
             stage="decode",
+            priority=URGENT if state.held.urgent else NORMAL,
         )
 
     def _decode(self, state: TaskState, index: int, data: bytes) -> None:

@@ -1,6 +1,9 @@
 """The receive stage: long-polls SQS while the worker holds less than a few seconds of work.
 
-It asks for no more messages than fit the work bound (``worker.prefetch``), parses each one
+One receiver runs per lane (``posefleet.resources.Lane``). The live lane's receiver always
+polls, counting only live work against the bound; the backfill receiver counts everything held,
+so live work arriving shrinks what is taken of the backfill. Each asks for no more messages than
+fit the work bound (``worker.prefetch``), parses each one
 (``posefleet.task``), holds it in the ledger and dispatches it: a first delivery to the fetch
 and decode pipeline (``worker.prepare``), a message that came back after earlier receives to
 isolation (``worker.isolate``). A body judged invalid by itself goes to the dead-letter queue
@@ -20,6 +23,7 @@ from concurrent.futures import Executor
 from posefleet import metric_names as m
 from posefleet.aws import is_transient
 from posefleet.logs import get_logger
+from posefleet.resources import Lane
 from posefleet.settings import WorkerSettings
 from posefleet.task import InvalidMessage, parse_message
 from worker.ledger import Held, Ledger, TaskState
@@ -40,6 +44,7 @@ class Receiver:
         *,
         settings: WorkerSettings,
         tasks_queue: TaskQueue,
+        lane: Lane,
         ledger: Ledger,
         metrics: Metrics,
         retry: Retry,
@@ -50,6 +55,7 @@ class Receiver:
     ) -> None:
         self.settings = settings
         self.queue = tasks_queue
+        self.lane = lane
         self.ledger = ledger
         self.metrics = metrics
         self.retry = retry
@@ -73,7 +79,8 @@ class Receiver:
     def loop(self) -> None:
         failures = 0
         while not self.stopping.is_set():
-            room = self.limit() - self.ledger.images_held()
+            counted = self.lane if self.lane is Lane.LIVE else None
+            room = self.limit() - self.ledger.images_held(counted)
             wanted = messages_to_receive(room=room, images_per_message=self.images_per_message)
             if not wanted:
                 self.stopping.wait(0.02)
@@ -96,13 +103,16 @@ class Receiver:
                 log.info("receive_recovered", after_failures=failures)
             failures = 0
             if self.stopping.is_set():  # received during the drain: straight back
-                held = [Held(received=message) for message in messages]
+                held = [self._held(message) for message in messages]
                 for h in held:
                     self.ledger.hold(h)
                 self.ledger.let_go(held, delay=0, reason="stopping")
                 return
             for message in messages:
                 self.accept(message)
+
+    def _held(self, message: Received, tasks: int = 0) -> Held:
+        return Held(received=message, queue=self.queue, lane=self.lane, pending=tasks)
 
     def accept(self, message: Received) -> None:
         self.ledger.stats["messages"] += 1
@@ -115,7 +125,7 @@ class Receiver:
         except InvalidMessage as e:
             self.ledger.stats["invalid_messages"] += 1
             self.metrics.count(m.MESSAGES_INVALID, 1)
-            held = Held(received=message)
+            held = self._held(message)
             self.ledger.hold(held)
             self.supervisor.guard(
                 self.io_pool,
@@ -128,7 +138,7 @@ class Receiver:
                 stage="dead_letter",
             )
             return
-        held = Held(received=message, pending=len(parsed.tasks))
+        held = self._held(message, len(parsed.tasks))
         if not parsed.tasks:  # s3:TestEvent, or an event with no created objects
             log.info("message_ignored", message_id=message.message_id, kind=parsed.kind)
             self.ledger.hold(held)
@@ -136,6 +146,9 @@ class Receiver:
             return
         now = time.monotonic()
         for task in parsed.tasks:
+            if task.enqueued_at:
+                waited = max(0.0, held.received_at - task.enqueued_at) * 1000
+                self.metrics.observe(m.QUEUE_TIME, waited, Lane=str(self.lane))
             n = len(task.keys)
             held.tasks.append(
                 TaskState(task=task, held=held, lines=[None] * n, remaining=n, started=now)

@@ -124,9 +124,11 @@ class Supervisor:
         *args: Any,
         on_error: Callable[[BaseException], None],
         stage: str,
+        priority: int | None = None,
     ) -> None:
-        """Submit ``work(*args)`` to ``pool``; an exception it raises is logged and given to
-        ``on_error``. A pool already shut down (the worker is stopping) takes nothing."""
+        """Submit ``work(*args)`` to ``pool`` (with ``priority``, for a ``worker.pool``
+        PriorityPool); an exception it raises is logged and given to ``on_error``. A pool
+        already shut down (the worker is stopping) takes nothing."""
 
         def run() -> None:
             try:
@@ -139,7 +141,10 @@ class Supervisor:
                     log.exception("work_crash_unhandled", stage=stage)
 
         try:
-            pool.submit(run)
+            if priority is None:
+                pool.submit(run)
+            else:
+                pool.submit(run, priority=priority)
         except RuntimeError:  # cannot schedule new futures after shutdown
             if not self.stop.is_set():
                 raise

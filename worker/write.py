@@ -95,9 +95,11 @@ class Writer:
         self.metrics.count(m.IMAGES_FAILED, sum(errors.values()))  # the total, for the alarm
         for kind, count in errors.items():
             self.metrics.count(m.IMAGES_FAILED, count, ErrorKind=kind)
-        if task.enqueued_at:
+        if task.enqueued_at:  # for an upload: upload -> label
             self.metrics.observe(
-                m.END_TO_END_LATENCY, max(0.0, time.time() - task.enqueued_at) * 1000
+                m.END_TO_END_LATENCY,
+                max(0.0, time.time() - task.enqueued_at) * 1000,
+                Lane=str(held.lane),
             )
         stats = self.ledger.stats
         stats["tasks"] += 1
