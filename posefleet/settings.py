@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posefleet.metric_names import SERVICE
 from posefleet.resources import (
+    DEFAULT_EVENTS_QUEUE_NAME,
     DEFAULT_LIVE_QUEUE_NAME,
     DEFAULT_QUEUE_NAME,
     DEFAULT_RESULTS_BUCKET,
@@ -70,6 +71,12 @@ class CommonSettings(BaseSettings):
 
 
 class ProducerSettings(CommonSettings):
+    events_queue_url: str | None = Field(
+        default=None,
+        description="Queue subscribed to the events topic that `python -m producer events` "
+        "reads; looked up from events_queue_name when unset.",
+    )
+    events_queue_name: str = Field(default=DEFAULT_EVENTS_QUEUE_NAME)
     discovery_parameter: str = Field(
         default=DISCOVERY_PARAMETER,
         description="SSM parameter a deployed stack publishes its queue and results location in; "
