@@ -1,7 +1,8 @@
 """``python -m producer``: enqueue every image under an S3 prefix as tasks; follow and export jobs.
 
 Exit codes: 0 done; 1 the job failed (tasks in the dead-letter queue, or --wait timed out);
-2 bad usage or settings; 3 nothing to do (no images under the prefix); 4 AWS said no
+2 bad usage or settings; 3 nothing to do (no images under the prefix), or no label yet
+(``label``); 4 AWS said no
 (missing bucket or queue, no credentials, access denied); 130 submit interrupted (Ctrl-C):
 run it again with the same --job-id to resume.
 """
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from posefleet.aws import client
 from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
+from posefleet.resources import Lane
 from posefleet.settings import ProducerSettings, explain
 from producer.discovery import Endpoints
 from producer.results import PART_ROWS, READ_THREADS
@@ -35,6 +37,9 @@ EXAMPLES = """examples:
   python -m producer report nov --out nov.html    # charts and galleries, opens offline
   python -m producer redrive --peek              # what is in the dead-letter queue, and why
   python -m producer redrive                     # move the tasks back once the cause is fixed
+  python -m producer --keys urgent.txt --bucket checkins --lane live   # ahead of any backfill
+  python -m producer label s3://checkins/2026/11/a.jpg --wait 10   # one photo's label
+  python -m producer events --follow             # "image labelled", "job finished", as they come
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING, EXIT_AWS = 0, 1, 2, 3, 4
@@ -91,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
         "--task-size", type=int, help="keys per task (default: POSEFLEET_TASK_SIZE or 20)"
     )
     submit.add_argument(
+        "--lane",
+        choices=[lane.value for lane in Lane],
+        default=Lane.BACKFILL.value,
+        help="backfill (default), or live: urgent, served ahead of any backfill (small jobs)",
+    )
+    submit.add_argument(
         "--dry-run", action="store_true", help="list and plan, print the plan, send nothing"
     )
     submit.add_argument(
@@ -128,6 +139,21 @@ def parser() -> argparse.ArgumentParser:
         help="move bodies that are not tasks too (they will dead-letter again)",
     )
     _common(redrive)
+    label = sub.add_parser("label", help="print an uploaded photo's result line (live lane)")
+    label.add_argument("photo", metavar="s3://BUCKET/KEY", help="the photo, as it was uploaded")
+    label.add_argument(
+        "--wait", type=float, metavar="SECONDS", default=0.0, help="wait this long for it"
+    )
+    _common(label)
+    events = sub.add_parser(
+        "events", help="print events (image labelled, job finished) from the events queue"
+    )
+    events.add_argument("--follow", action="store_true", help="keep printing until Ctrl-C")
+    events.add_argument(
+        "--keep", action="store_true", help="leave the events on the queue (default: consume)"
+    )
+    events.add_argument("--events-queue-url", help="default: the stack's events queue")
+    _common(events)
     export = sub.add_parser("export", help="merge a job's results into one file")
     export.add_argument("job_id")
     export.add_argument(
@@ -178,7 +204,11 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
     s3, sqs = list_client(max_pool=pool), client("sqs", max_pool=pool)
     endpoints = _endpoints(settings, sqs)
     location = ResultsLocation.parse(endpoints.results)
-    queue_url = "(dry run)" if args.dry_run and not settings.queue_url else endpoints.queue_url
+    live = args.lane == Lane.LIVE
+    if args.dry_run and not (settings.live_queue_url if live else settings.queue_url):
+        queue_url = "(dry run)"
+    else:
+        queue_url = endpoints.live_queue_url if live else endpoints.queue_url
     try:
         source = make_source(
             s3,
@@ -440,12 +470,48 @@ def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
     return EXIT_OK
 
 
+def cmd_label(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.live import wait_for_label
+    from producer.sources import parse_s3_uri
+
+    bucket, key = parse_s3_uri(args.photo)
+    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
+    line = wait_for_label(client("s3"), location, bucket, key, timeout=max(0.0, args.wait))
+    if line is None:
+        print(
+            f"producer: no label yet for {args.photo} "
+            f"(s3://{location.bucket}/{location.live_key(bucket, key)})",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING
+    print(line.to_json())
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.live import UnreadableEvent, follow_events
+
+    sqs = client("sqs")
+    url = args.events_queue_url or _endpoints(settings, sqs).events_queue_url
+    try:
+        for event in follow_events(sqs, url, follow=args.follow, keep=args.keep):
+            if isinstance(event, UnreadableEvent):
+                print(f"producer: not an event, left on the queue: {event}", file=sys.stderr)
+                continue
+            print(event.to_json(), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 COMMANDS = {
     "submit": cmd_submit,
     "status": cmd_status,
     "export": cmd_export,
     "redrive": cmd_redrive,
     "report": cmd_report,
+    "label": cmd_label,
+    "events": cmd_events,
 }
 
 
