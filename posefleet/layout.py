@@ -225,17 +225,17 @@ class PartitionSummary(BaseModel):
 class Manifest(BaseModel):
     """``<prefix>/<job>/manifest.json``: what a job was asked to do, counts and pointers.
 
-    Version 2 (this one) holds no task ids: ``complete`` is false while ``python -m producer``
-    is still planning and sending (``tasks``, ``images`` and ``tasks_sent`` then count what is
-    planned and sent so far, rewritten every few seconds) and true once the plan is done and
-    every task sent; then ``tasks`` and ``images`` are the job's totals and ``partitions``
-    counts the lines of ``plan/partitions.jsonl.gz`` (``plan`` is the plan's key prefix).
-    Version 1 manifests (a ``task_ids`` list, written complete) still read.
+    Version 2 holds no task ids: ``complete`` is false while ``python -m producer`` is still
+    planning and sending (``tasks``, ``images`` and ``tasks_sent`` then count what is planned
+    and sent so far, rewritten every few seconds) and true once the plan is done and every task
+    sent; then ``tasks`` and ``images`` are the job's totals and ``partitions`` counts the lines
+    of ``plan/partitions.jsonl.gz`` (``plan`` is the plan's key prefix). Version 1 (every task
+    id listed in the manifest) was written for a few hours before version 2 and is not read.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1, 2] = 2
+    v: Literal[2] = 2
     job_id: str
     source_bucket: str
     source_prefix: str
@@ -255,4 +255,3 @@ class Manifest(BaseModel):
     tasks_sent: int | None = None
     partitions: int | None = None
     plan: str | None = Field(default=None, description="Key prefix of the plan objects.")
-    task_ids: list[str] | None = Field(default=None, description="Version 1 only.")

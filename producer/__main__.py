@@ -24,7 +24,8 @@ from posefleet.logs import configure_logging
 from posefleet.resources import Lane
 from posefleet.settings import ProducerSettings, explain
 from producer.discovery import Endpoints
-from producer.results import PART_ROWS, READ_THREADS
+from producer.job import Job
+from producer.job.export import PART_ROWS, READ_THREADS
 
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
@@ -194,8 +195,8 @@ def _endpoints(settings: ProducerSettings, sqs: object) -> Endpoints:
 
 
 def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    """Stream the source through planning to SQS (producer/jobs.py); resumable by job id."""
-    from producer.jobs import JobConflict, Submission, SubmitOptions, default_job_id
+    """Stream the source through planning to SQS (producer/job/submit.py); resumable by job id."""
+    from producer.job.submit import JobConflict, Submission, SubmitOptions, default_job_id
     from producer.listing import list_client
     from producer.send import SendError
     from producer.sources import SourceError, make_source
@@ -249,7 +250,7 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
             bar.set_postfix(planned_images=images, planned_tasks=tasks, refresh=False)
 
         submission = Submission(
-            s3=s3, lister=s3, sqs=sqs, source=source, options=options, on_progress=progress
+            s3=s3, sqs=sqs, source=source, options=options, on_progress=progress
         )
         try:
             result = submission.run()
@@ -307,17 +308,15 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
         return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     if args.wait:
-        return _wait(s3, sqs, location, result.manifest, args.timeout)
+        return _wait(submission.job, sqs, args.timeout)
     return EXIT_OK
 
 
-def _wait(
-    s3: object, sqs: object, location: ResultsLocation, manifest: object, timeout: float | None
-) -> int:
-    from producer.follow import JobStalled, follow
+def _wait(job: Job, sqs: object, timeout: float | None) -> int:
+    from producer.job.follow import JobStalled, follow
 
     try:
-        progress = follow(s3, sqs, location, manifest, timeout=timeout)  # type: ignore[arg-type]
+        progress = follow(job, sqs, timeout=timeout)
     except (JobStalled, TimeoutError) as e:
         print(f"producer: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -326,15 +325,15 @@ def _wait(
 
 
 def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.follow import Follower
+    from producer.job.follow import Follower
     from producer.listing import list_client
-    from producer.results import read_manifest
 
     s3, sqs = list_client(), client("sqs")
     location = ResultsLocation.parse(_endpoints(settings, sqs).results)
-    manifest = read_manifest(s3, location, args.job_id)
+    job = Job.open(s3, location, args.job_id)
+    manifest = job.manifest
     if args.wait:
-        return _wait(s3, sqs, location, manifest, args.timeout)
+        return _wait(job, sqs, args.timeout)
     if not manifest.complete:
         print(
             json.dumps(
@@ -350,7 +349,7 @@ def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
             )
         )
         return EXIT_OK
-    view = Follower(s3, sqs, location, manifest, failures_per_poll=3).poll(exact=args.exact)
+    view = Follower(job, sqs, failures_per_poll=3).poll(exact=args.exact)
     shown = view.as_dict()
     since = _seconds_since(manifest.created_at)
     if since and not view.progress.complete:  # one look: the average rate since submit
@@ -375,19 +374,12 @@ def _seconds_since(iso: str) -> float | None:
 def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     import tempfile
 
+    from producer.job.export import Summary, counted, export, write_parquet_parts
     from producer.listing import list_client
-    from producer.results import (
-        Summary,
-        counted,
-        export,
-        iter_results,
-        read_manifest,
-        write_parquet_parts,
-    )
 
     s3 = list_client(max_pool=max(32, args.threads))
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
+    job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
     if args.part_rows < 1:
         raise ValueError("--part-rows must be at least 1")
     to_s3 = args.out.startswith("s3://")
@@ -396,9 +388,7 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     if parts and fmt != "parquet":
         raise ValueError("a directory --out (ending in /) takes Parquet part files only")
     summary = Summary()
-    lines = counted(
-        iter_results(s3, location, args.job_id, manifest=manifest, threads=args.threads), summary
-    )
+    lines = counted(job.results(threads=args.threads), summary)
     bucket, _, key = args.out[5:].partition("/") if to_s3 else ("", "", "")
     with tempfile.TemporaryDirectory() as tmp:
         if parts:
@@ -421,14 +411,13 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.report import fetcher, render_report
-    from producer.results import iter_results, read_manifest
+    from producer.report import render_report
 
     s3 = client("s3")
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
-    lines = list(iter_results(s3, location, args.job_id, manifest=manifest))
-    page = render_report(args.job_id, lines, fetcher(s3), per_pose=args.per_pose)
+    job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
+    lines = list(job.results())
+    page = render_report(job, lines, per_pose=args.per_pose)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
     print(json.dumps({"out": str(args.out), "images": len(lines), "bytes": len(page)}))

@@ -50,7 +50,6 @@ def test_manifest_round_trips():
         tasks=2,
         images=25,
         task_size=20,
-        task_ids=["a", "b"],
         queue_url="http://q",
         model="s3://m/current.json",
         created_at="now",
