@@ -1,11 +1,12 @@
-# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests;
+# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests
+# (`make test-fast`: without the end-to-end and slow ones);
 # `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test test-fast lint format bench bench-scale soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ hadolint: $(STAMP)
 
 test: lint hadolint
 	$(PY) -m pytest
+
+# The quick lane while you work: no end-to-end runs of real processes, no slow ones.
+test-fast: lint hadolint
+	$(PY) -m pytest -m "not e2e and not slow" -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

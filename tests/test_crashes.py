@@ -26,9 +26,9 @@ from posefleet.resources import QueueSpec
 from posefleet.settings import WorkerSettings
 from posefleet.task import TaskMessage
 from tests.conftest import Stack
+from tests.helpers import all_lines, produce, upload, wait_until
 from tests.images import jpeg
 from tests.poison_worker import EXIT_CODE, MARK
-from tests.test_e2e import all_lines, produce, upload, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,11 @@ def test_twenty_rounds_of_sigkill_dead_letter_nothing_and_lose_nothing(
     spec = deployed_spec()
     stack = Stack(moto_server, spec)
     rng = random.Random(12)
-    keys = upload(stack, {f"crash/{i:04d}.jpg": jpeg((256, 192), seed=i) for i in range(300)})
+    keys = upload(
+        stack.s3,
+        bucket=stack.input,
+        files={f"crash/{i:04d}.jpg": jpeg((256, 192), seed=i) for i in range(300)},
+    )
     tasks = len(keys) // 5
     env = stack.env(
         POSEFLEET_MODEL=str(checkpoint_path),
@@ -124,7 +128,7 @@ def test_an_image_that_kills_the_worker_ends_as_an_error_line_and_its_mates_get_
     files = {f"poison/{i:03d}.jpg": jpeg((256, 192), seed=i) for i in range(21)}
     poison = "poison/007.jpg"
     files[poison] = jpeg((256, 192), seed=7, comment=MARK)
-    keys = upload(stack, files)
+    keys = upload(stack.s3, bucket=stack.input, files=files)
     env = stack.env(
         POSEFLEET_MODEL=str(checkpoint_path),
         POSEFLEET_VISIBILITY_TIMEOUT=str(spec.visibility_timeout),

@@ -35,9 +35,9 @@ from mappings import ClassMapping
 from posefleet.checkpoint import save_initialised
 from posefleet.resources import QueueSpec
 from tests.conftest import Stack
+from tests.helpers import all_lines, produce, upload, wait_until
 from tests.images import good_variants, jpeg
 from tests.processes import Proc, descendants
-from tests.test_e2e import all_lines, produce, upload, wait_until
 from training.card import ModelCard, card_path
 from training.metrics import classification_report
 from training.publish import publish
@@ -181,7 +181,7 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     files.update({f"img/photo/{i}.jpg": jpeg((480, 640), seed=i) for i in range(3)})
     files["img/bad/truncated.jpg"] = files["img/photo/0.jpg"][:400]
     files["img/bad/notes.png"] = b"<html>Service Unavailable</html>"
-    keys = upload(stack, files)
+    keys = upload(stack.s3, bucket=stack.input, files=files)
     pointer, version = publish_small_model(stack, tmp_path)
 
     # When the image runs as a task: its command and user, configured by environment only

@@ -219,13 +219,13 @@ def test_bad_arguments_say_how_to_fix_them(tmp_path):
 def test_dashboard_of_a_short_job_renders_in_headless_chromium(
     stack: Stack, processes, checkpoint_path, tmp_path
 ):
-    from tests.test_e2e import produce, upload
+    from tests.helpers import produce, upload
 
     # Given a few photos, one broken, a message that is no task, and the queues sampled as the
     # local fleet samples them
     files = {f"dash/{i:02d}.jpg": jpeg((320, 240), seed=i) for i in range(10)}
     files["dash/broken.jpg"] = files["dash/00.jpg"][:200]
-    upload(stack, files)
+    upload(stack.s3, bucket=stack.input, files=files)
     stack.sqs.send_message(QueueUrl=stack.queues.queue_url, MessageBody="{not a task")
     depth = tmp_path / "queues.emf"
     stop = threading.Event()
