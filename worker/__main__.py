@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.loop import Worker
     from worker.metrics import Metrics
     from worker.model import Classifier
-    from worker.model_source import resolve_model
+    from worker.model_source import ModelRefused, resolve_model
     from worker.protection import ScaleInProtection
     from worker.sqs import TaskQueue
 
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             s3=s3,
             cache_dir=Path(settings.model_cache_dir),
             with_int8=settings.backend == "openvino-int8",
+            expected_sha256=settings.model_sha256,
         )
         classifier = Classifier.from_file(
             resolved.path,
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             expected_sha256=settings.model_sha256 or resolved.sha256,
             backend=settings.backend,
         )
+    except ModelRefused as e:  # not transient: the pointer or a file it names is not trusted
+        log.error("model_refused", model=settings.model, error=str(e))
+        print(f"worker: refusing the model {settings.model}: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, RuntimeError, ClientError) as e:  # no model, no service
         log.error("model_load_failed", model=settings.model, error=str(e))
         print(f"worker: cannot load the model {settings.model}: {e}", file=sys.stderr)
