@@ -59,12 +59,17 @@ clean:
 
 # The worker image: Docker where an engine answers, else buildah with a base made from Debian's
 # packages (scripts/image/); prints its size and build time. image-test runs it as ECS would.
-.PHONY: image image-test
-VARIANT ?= cpu
-TEST_IMAGE ?= localhost/posefleet-worker:$(VARIANT)
+.PHONY: image image-test lock
+TORCH_SOURCE ?= pypi
+TEST_IMAGE ?= localhost/posefleet-worker:$(TORCH_SOURCE)
 
 image:
-	VARIANT=$(VARIANT) scripts/image/build.sh
+	TORCH_SOURCE=$(TORCH_SOURCE) scripts/image/build.sh
+
+# requirements/<torch source>.lock, every package with its hashes, from pyproject.toml and
+# requirements/image.in: what the image installs (docs/security.md, "Supply chain").
+lock: $(STAMP)
+	PIP_COMPILE=$(VENV)/bin/pip-compile scripts/lock.sh
 
 image-test: $(STAMP)
 	POSEFLEET_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest tests/test_image.py -q -s

@@ -6,6 +6,7 @@ Documented in docs/deploy.md; checked here so a bad value fails at ``pulumi prev
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -13,6 +14,14 @@ import pulumi
 from posefleet.resources import QueueSpec
 
 __all__ = ["InputBucket", "StackConfig"]
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _flag(c: pulumi.Config, key: str, default: bool) -> bool:
+    value = c.get_bool(key)
+    return default if value is None else value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,12 +41,28 @@ class StackConfig:
     spot_weight: int = 3
     gpu_instance_type: str = "g5.xlarge"
     gpu_memory: int = 14336
-    image_tag: str = "latest"
+    # The worker image, always deployed by digest: imageDigest as given, or imageTag resolved to
+    # its digest in the stack's repository at deploy time. Neither: the stack is created
+    # without the worker service, to push the first image to its repository (docs/deploy.md).
+    image_digest: str | None = None
+    image_tag: str | None = None
     backend: str = "torch"  # torch | openvino | openvino-int8 (CPU only; docs/benchmarks.md)
     input_buckets: tuple[InputBucket, ...] = ()
+    # Network (docs/deploy.md, "Security controls"). By default the stack makes its own VPC:
+    # private subnets with no internet gateway and no NAT, and VPC endpoints for every AWS API
+    # the workers call. vpcId + subnetIds use yours instead.
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
-    assign_public_ip: bool = True
+    assign_public_ip: bool = False
+    vpc_endpoints: bool = True
+    availability_zones: int = 2
+    # Security switches whose secure value is the default.
+    customer_kms_key: bool = True  # the SNS topic's key (CloudWatch alarms need a customer key)
+    model_sha256: str | None = None  # pin the checkpoint every worker must serve
+    models_object_lock: bool = False  # S3 Object Lock on the models bucket (chosen at creation)
+    models_lock_days: int = 30
+    model_publishers: tuple[str, ...] = ()  # more IAM ARNs that may write the models prefix
+    images_kept: int = 30  # ECR lifecycle: the newest images kept
     task_size: int = 20
     longest_task_seconds: int = 120  # the slowest task we expect, image fetches included
     acceptable_latency_seconds: int = 600
@@ -73,6 +98,40 @@ class StackConfig:
             raise ValueError(
                 "posefleet:secondsPerTask and acceptableLatencySeconds must be positive"
             )
+        if self.image_digest is not None and not _DIGEST.fullmatch(self.image_digest):
+            raise ValueError(
+                "posefleet:imageDigest must be sha256:<64 hex digits> (buildah push "
+                "--digestfile, or docker inspect --format '{{index .RepoDigests 0}}')"
+            )
+        if self.model_sha256 is not None and not _SHA256.fullmatch(self.model_sha256):
+            raise ValueError(
+                "posefleet:modelSha256 must be the checkpoint's SHA-256 (64 lowercase hex digits, "
+                "the sha256 in current.json)"
+            )
+        if self.subnet_ids and not self.vpc_id:
+            raise ValueError("posefleet:subnetIds needs posefleet:vpcId, the VPC they are in")
+        if self.assign_public_ip and not self.subnet_ids:
+            raise ValueError(
+                "posefleet:assignPublicIp needs public subnets of yours (posefleet:subnetIds): "
+                "the stack's own subnets are private"
+            )
+        if not 1 <= self.availability_zones <= 6:
+            raise ValueError("posefleet:availabilityZones must be between 1 and 6")
+        if self.models_lock_days < 1 or self.images_kept < 1:
+            raise ValueError("posefleet:modelsLockDays and imagesKept must be at least 1")
+        for arn in self.model_publishers:
+            if not arn.startswith("arn:") or "*" in arn:
+                raise ValueError(f"posefleet:modelPublishers takes IAM ARNs, no wildcard: {arn!r}")
+
+    @property
+    def own_network(self) -> bool:
+        """Whether the stack makes its VPC (no subnetIds given)."""
+        return not self.subnet_ids
+
+    @property
+    def has_image(self) -> bool:
+        """Whether an image is named, so the worker service can be created."""
+        return self.image_digest is not None or self.image_tag is not None
 
     @property
     def visibility_timeout(self) -> int:
@@ -111,14 +170,21 @@ class StackConfig:
             else d.spot_weight,
             gpu_instance_type=c.get("gpuInstanceType") or d.gpu_instance_type,
             gpu_memory=c.get_int("gpuMemory") or d.gpu_memory,
-            image_tag=c.get("imageTag") or d.image_tag,
+            image_digest=c.get("imageDigest"),
+            image_tag=c.get("imageTag"),
             backend=c.get("backend") or d.backend,
             input_buckets=buckets,
             vpc_id=c.get("vpcId"),
             subnet_ids=tuple(c.get_object("subnetIds") or ()),
-            assign_public_ip=c.get_bool("assignPublicIp")
-            if c.get("assignPublicIp") is not None
-            else True,
+            assign_public_ip=_flag(c, "assignPublicIp", d.assign_public_ip),
+            vpc_endpoints=_flag(c, "vpcEndpoints", d.vpc_endpoints),
+            availability_zones=c.get_int("availabilityZones") or d.availability_zones,
+            customer_kms_key=_flag(c, "customerKmsKey", d.customer_kms_key),
+            model_sha256=c.get("modelSha256"),
+            models_object_lock=_flag(c, "modelsObjectLock", d.models_object_lock),
+            models_lock_days=c.get_int("modelsLockDays") or d.models_lock_days,
+            model_publishers=tuple(c.get_object("modelPublishers") or ()),
+            images_kept=c.get_int("imagesKept") or d.images_kept,
             task_size=c.get_int("taskSize") or d.task_size,
             longest_task_seconds=c.get_int("longestTaskSeconds") or d.longest_task_seconds,
             acceptable_latency_seconds=c.get_int("acceptableLatencySeconds")

@@ -1,9 +1,15 @@
-"""The Pulumi program, run for real under Pulumi's unit-test mocks (no CLI, no AWS)."""
+"""The Pulumi program, run for real under Pulumi's unit-test mocks (no CLI, no AWS).
+
+The security controls (issue 22, docs/security.md) are one check each, ``control_*`` below, run
+on the CPU and the GPU stack by a test named for the control; ``CONTROLS`` lists them, so the
+same checks can be counted on another tree's program."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +21,9 @@ from posefleet import metric_names as m
 from posefleet.resources import QueueSpec
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
+DEPLOYER = f"arn:aws:iam::{ACCOUNT}:role/deployer"  # the role `pulumi up` runs as
+IMAGE_DIGEST = "sha256:" + "ab" * 32
+TAG_DIGEST = "sha256:" + "cd" * 32
 
 
 @dataclass
@@ -47,6 +56,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state.update(bucket=args.name, arn=f"arn:aws:s3:::{args.name}")
         if args.typ == "aws:ecr/repository:Repository":
             state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{args.name}"
+        if args.typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
+            state["prefixListId"] = f"pl-{args.name}"
+        if args.typ == "aws:kms/key:Key":
+            state["keyId"] = f"key-{args.name}"
         self.resources.append(Recorded(args.typ, args.name, state))
         return f"{args.name}-id", state
 
@@ -55,12 +68,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:index/getRegion:getRegion": {"region": REGION, "name": REGION, "id": REGION},
             "aws:index/getCallerIdentity:getCallerIdentity": {
                 "accountId": ACCOUNT,
-                "arn": "x",
+                "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session-1",
                 "userId": "x",
                 "id": ACCOUNT,
             },
-            "aws:ec2/getVpc:getVpc": {"id": "vpc-123"},
-            "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-a", "subnet-b"], "id": "x"},
+            "aws:iam/getSessionContext:getSessionContext": {
+                "arn": args.args.get("arn"),
+                "issuerArn": DEPLOYER,
+                "issuerId": "x",
+                "issuerName": "deployer",
+                "sessionName": "session-1",
+                "id": "x",
+            },
+            "aws:index/getAvailabilityZones:getAvailabilityZones": {
+                "names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"],
+                "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
+                "id": REGION,
+            },
+            "aws:ecr/getImage:getImage": {"imageDigest": TAG_DIGEST, "id": "x"},
+            "aws:ec2/getVpc:getVpc": {"id": "vpc-yours", "cidrBlock": "172.31.0.0/16"},
+            "aws:ec2/getRouteTables:getRouteTables": {"ids": ["rtb-1", "rtb-2"], "id": "x"},
             "aws:ssm/getParameter:getParameter": {
                 "value": "ami-0gpu",
                 "name": args.args.get("name"),
@@ -104,14 +131,23 @@ INPUTS = (
 
 @pytest.fixture(scope="module")
 def cpu_stack() -> Stack:
+    # Only what a deployment must name (its inputs, its image) and what these tests look at:
+    # every security switch keeps its default.
     return run_program(
-        StackConfig(input_buckets=INPUTS, longest_task_seconds=150, alarm_email="ops@example.com")
+        StackConfig(
+            input_buckets=INPUTS,
+            image_digest=IMAGE_DIGEST,
+            longest_task_seconds=150,
+            alarm_email="ops@example.com",
+        )
     )
 
 
 @pytest.fixture(scope="module")
 def gpu_stack() -> Stack:
-    return run_program(StackConfig(capacity="gpu", input_buckets=INPUTS, min_tasks=1))
+    return run_program(
+        StackConfig(capacity="gpu", input_buckets=INPUTS, image_digest=IMAGE_DIGEST, min_tasks=1)
+    )
 
 
 def test_the_queue_has_a_dead_letter_queue_and_outlives_the_longest_task(cpu_stack):
@@ -154,7 +190,7 @@ def test_buckets_are_private_encrypted_tls_only_with_versioned_models(cpu_stack)
         policy = json.loads(
             cpu_stack.one("aws:s3/bucketPolicy:BucketPolicy", b.name).state["policy"]
         )
-        (deny,) = policy["Statement"]
+        (deny,) = [st for st in policy["Statement"] if st["Sid"] == "DenyInsecureTransport"]
         assert deny["Effect"] == "Deny" and deny["Condition"] == {
             "Bool": {"aws:SecureTransport": "false"}
         }
@@ -174,10 +210,9 @@ def test_s3_events_from_named_inputs_reach_the_queue(cpu_stack):
     assert notification.state["bucket"] == "checkins"
     (q,) = notification.state["queues"]
     assert q["filterPrefix"] == "uploads/" and q["events"] == ["s3:ObjectCreated:*"]
-    policy = json.loads(cpu_stack.one("aws:sqs/queuePolicy:QueuePolicy").state["policy"])
-    assert policy["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"] == [
-        "arn:aws:s3:::checkins"
-    ]
+    policy = json.loads(cpu_stack.one("aws:sqs/queuePolicy:QueuePolicy", "tasks").state["policy"])
+    (events,) = [st for st in policy["Statement"] if st["Sid"] == "S3EventNotifications"]
+    assert events["Condition"]["ArnLike"]["aws:SourceArn"] == ["arn:aws:s3:::checkins"]
 
 
 def test_image_repository_scans_on_push(cpu_stack):
@@ -420,3 +455,473 @@ def test_the_deployed_dashboard_is_the_one_definition(stack_name, request):
     titles = " ".join(w.title.lower() for w in defined)  # the widgets the issue names
     for word in ("images per second", "stage", "failures", "batch", "latency", "dead-letter"):
         assert word in titles, word
+
+
+# --- Security controls (issue 22; docs/security.md maps each to its AWS control) ---------------
+# Each check takes a stack and asserts; it returns quietly when the control has nothing to apply
+# to in that stack (no EC2 host in a Fargate stack).
+
+
+def _container(stack: Stack) -> dict:
+    (container,) = json.loads(
+        stack.one("aws:ecs/taskDefinition:TaskDefinition").state["containerDefinitions"]
+    )
+    return container
+
+
+def _policy(resource: Recorded, key: str = "policy") -> dict:
+    return json.loads(resource.state[key])
+
+
+def _tls_denied(policy: dict, resource: str) -> bool:
+    return any(
+        st["Effect"] == "Deny"
+        and st.get("Principal") == "*"
+        and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        and resource in _as_list(st["Resource"])
+        for st in policy["Statement"]
+    )
+
+
+def control_sqs_1_queues_encrypted(stack: Stack) -> None:
+    for queue in stack.of("aws:sqs/queue:Queue"):
+        assert queue.state.get("sqsManagedSseEnabled") or queue.state.get("kmsMasterKeyId"), (
+            queue.name
+        )
+
+
+def control_s3_buckets_private_encrypted_tls_only(stack: Stack) -> None:
+    for bucket in stack.of("aws:s3/bucket:Bucket"):
+        block = stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", bucket.name)
+        assert all(
+            block.state[k]
+            for k in (
+                "blockPublicAcls",
+                "blockPublicPolicy",
+                "ignorePublicAcls",
+                "restrictPublicBuckets",
+            )
+        )
+        assert stack.one(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            bucket.name,
+        )
+        policies = [
+            p for p in stack.of("aws:s3/bucketPolicy:BucketPolicy") if bucket.name in p.name
+        ]
+        assert any(_tls_denied(_policy(p), bucket.state["arn"]) for p in policies), bucket.name
+
+
+def control_iam_no_wildcard_allows(stack: Stack) -> None:
+    for policy in stack.of("aws:iam/rolePolicy:RolePolicy"):
+        for st in _policy(policy)["Statement"]:
+            assert not any("*" in a for a in _as_list(st["Action"])), policy.name
+            if "*" in _as_list(st["Resource"]):
+                assert _as_list(st["Action"]) == ["ecr:GetAuthorizationToken"], policy.name
+
+
+def control_ecr_1_scan_on_push(stack: Stack) -> None:
+    repo = stack.one("aws:ecr/repository:Repository")
+    assert repo.state["imageScanningConfiguration"]["scanOnPush"] is True
+
+
+def control_ec2_8_imdsv2_required(stack: Stack) -> None:
+    for template in stack.of("aws:ec2/launchTemplate:LaunchTemplate"):
+        assert template.state["metadataOptions"]["httpTokens"] == "required"
+
+
+def control_ecs_2_tasks_get_no_public_ip(stack: Stack) -> None:
+    for service in stack.of("aws:ecs/service:Service"):
+        assert not service.state["networkConfiguration"].get("assignPublicIp"), service.name
+    assert not stack.of("aws:ec2/internetGateway:InternetGateway")
+    assert not stack.of("aws:ec2/natGateway:NatGateway")
+    subnets = stack.of("aws:ec2/subnet:Subnet")
+    assert subnets, "the tasks run in subnets the stack makes private"
+    assert not any(s.state.get("mapPublicIpOnLaunch") for s in subnets)
+
+
+def control_ec2_10_55_56_vpc_endpoints_for_every_aws_api(stack: Stack) -> None:
+    endpoints = {
+        e.state["serviceName"].removeprefix(f"com.amazonaws.{REGION}."): e
+        for e in stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    gpu = bool(stack.of("aws:ec2/launchTemplate:LaunchTemplate"))
+    interface = {"ec2", "ecr.api", "ecr.dkr", "sqs", "logs"}  # EC2.10, EC2.55, EC2.56
+    interface |= {"ecs", "ecs-agent", "ecs-telemetry"} if gpu else set()
+    assert interface | {"s3"} <= set(endpoints), sorted(endpoints)
+    for service in interface:
+        e = endpoints[service]
+        assert e.state["vpcEndpointType"] == "Interface" and e.state["privateDnsEnabled"]
+    s3 = endpoints["s3"]
+    route_tables = {f"{r.name}-id" for r in stack.of("aws:ec2/routeTable:RouteTable")}
+    assert s3.state["vpcEndpointType"] == "Gateway"
+    assert route_tables and set(s3.state["routeTableIds"]) == route_tables
+
+
+def control_security_group_egress_is_https_to_aws_only(stack: Stack) -> None:
+    service = stack.one("aws:ecs/service:Service")
+    (sg_id,) = service.state["networkConfiguration"]["securityGroups"]
+    (worker,) = [
+        g for g in stack.of("aws:ec2/securityGroup:SecurityGroup") if f"{g.name}-id" == sg_id
+    ]
+    assert not worker.state.get("ingress")
+    prefix_lists = {e.state["prefixListId"] for e in stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert worker.state["egress"]
+    for rule in worker.state["egress"]:
+        assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 443, 443), rule
+        assert not rule.get("cidrBlocks") and not rule.get("ipv6CidrBlocks"), rule
+        assert set(rule.get("prefixListIds", [])) <= prefix_lists, rule
+
+
+def control_ecs_5_read_only_root_filesystem(stack: Stack) -> None:
+    assert _container(stack)["readonlyRootFilesystem"] is True
+
+
+def control_tasks_run_as_non_root_without_capabilities(stack: Stack) -> None:
+    task = stack.one("aws:ecs/taskDefinition:TaskDefinition")
+    container = _container(stack)
+    uid = container["user"].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, container["user"]
+    capabilities = container["linuxParameters"]["capabilities"]
+    assert capabilities["drop"] == ["ALL"] and not capabilities.get("add")
+    assert not container.get("privileged")
+    volumes = {v["name"] for v in task.state["volumes"]}
+    assert {m["sourceVolume"] for m in container["mountPoints"]} <= volumes
+
+
+def control_ecr_2_3_immutable_tags_and_a_lifecycle_policy(stack: Stack) -> None:
+    repo = stack.one("aws:ecr/repository:Repository")
+    assert repo.state["imageTagMutability"] == "IMMUTABLE"
+    lifecycle = stack.one("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert lifecycle.state["repository"] == repo.state["name"]
+    assert _policy(lifecycle)["rules"]
+
+
+def control_the_image_is_deployed_by_digest(stack: Stack) -> None:
+    repo = stack.one("aws:ecr/repository:Repository").state["repositoryUrl"]
+    assert re.fullmatch(re.escape(repo) + r"@sha256:[0-9a-f]{64}", _container(stack)["image"])
+
+
+def control_sqs_tls_only_and_s3_events_from_this_account(stack: Stack) -> None:
+    policies = {
+        p.state["queueUrl"]: _policy(p) for p in stack.of("aws:sqs/queuePolicy:QueuePolicy")
+    }
+    for queue in stack.of("aws:sqs/queue:Queue"):
+        policy = policies.get(queue.state["url"])
+        assert policy is not None and _tls_denied(policy, queue.state["arn"]), queue.name
+        for st in policy["Statement"]:
+            if st["Effect"] == "Allow" and st["Principal"] == {"Service": "s3.amazonaws.com"}:
+                assert st["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT
+                assert st["Condition"]["ArnLike"]["aws:SourceArn"]
+
+
+def control_s3_12_acls_disabled(stack: Stack) -> None:
+    for bucket in stack.of("aws:s3/bucket:Bucket"):
+        ownership = stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", bucket.name)
+        assert ownership.state["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+
+
+def control_sns_1_topics_encrypted(stack: Stack) -> None:
+    keys = {k.state["arn"]: k for k in stack.of("aws:kms/key:Key")}
+    for topic in stack.of("aws:sns/topic:Topic"):
+        key = keys.get(topic.state.get("kmsMasterKeyId"))
+        assert key is not None, f"{topic.name} is not encrypted with a key of the stack"
+        assert key.state["enableKeyRotation"] is True
+        principals = [st["Principal"] for st in _policy(key)["Statement"]]
+        assert {"Service": "cloudwatch.amazonaws.com"} in principals  # alarms can publish
+
+
+def control_iam_trust_policies_scoped(stack: Stack) -> None:
+    for role in stack.of("aws:iam/role:Role"):
+        for st in _policy(role, "assumeRolePolicy")["Statement"]:
+            service = st["Principal"].get("Service")
+            if service is None or service == "ec2.amazonaws.com":  # EC2 sets no source keys
+                continue
+            condition = st.get("Condition", {})
+            assert condition.get("StringEquals", {}).get("aws:SourceAccount") == ACCOUNT, role.name
+            assert all(
+                arn.startswith(f"arn:aws:ecs:{REGION}:{ACCOUNT}:")
+                for arn in _as_list(condition["ArnLike"]["aws:SourceArn"])
+            )
+
+
+def control_gpu_hosts_imds_hop_limit_1_blocked_for_tasks_encrypted_ebs(stack: Stack) -> None:
+    for template in stack.of("aws:ec2/launchTemplate:LaunchTemplate"):
+        metadata = template.state["metadataOptions"]
+        assert metadata["httpTokens"] == "required" and metadata["httpPutResponseHopLimit"] == 1
+        assert "ECS_AWSVPC_BLOCK_IMDS=true" in base64.b64decode(template.state["userData"]).decode()
+        volumes = template.state["blockDeviceMappings"]
+        assert volumes and all(v["ebs"]["encrypted"] == "true" for v in volumes)
+        assert [n["associatePublicIpAddress"] for n in template.state["networkInterfaces"]] == [
+            "false"
+        ]
+
+
+CONTROLS: dict[str, Callable[[Stack], None]] = {
+    # met before issue 22
+    "SQS.1 queues encrypted": control_sqs_1_queues_encrypted,
+    "S3 public access blocked, encrypted, TLS only": control_s3_buckets_private_encrypted_tls_only,
+    "IAM no wildcard allows": control_iam_no_wildcard_allows,
+    "ECR.1 scan on push": control_ecr_1_scan_on_push,
+    "EC2.8 IMDSv2 (GPU)": control_ec2_8_imdsv2_required,
+    # the issue's table
+    "ECS.2 no public IP": control_ecs_2_tasks_get_no_public_ip,
+    "EC2.10/55/56 VPC endpoints": control_ec2_10_55_56_vpc_endpoints_for_every_aws_api,
+    "security group egress limited": control_security_group_egress_is_https_to_aws_only,
+    "ECS.5 read-only root": control_ecs_5_read_only_root_filesystem,
+    "non-root user, capabilities dropped": control_tasks_run_as_non_root_without_capabilities,
+    "ECR.2 immutable tags, ECR.3 lifecycle": control_ecr_2_3_immutable_tags_and_a_lifecycle_policy,
+    "image deployed by digest": control_the_image_is_deployed_by_digest,
+    "SQS TLS only, S3->SQS aws:SourceAccount": control_sqs_tls_only_and_s3_events_from_this_account,
+    "S3.12 ACLs disabled": control_s3_12_acls_disabled,
+    "SNS.1 topics encrypted": control_sns_1_topics_encrypted,
+    "IAM trust policies scoped": control_iam_trust_policies_scoped,
+    "GPU hosts: hop limit 1, IMDS blocked, EBS encrypted": (
+        control_gpu_hosts_imds_hop_limit_1_blocked_for_tasks_encrypted_ebs
+    ),
+}
+GPU_ONLY = {"EC2.8 IMDSv2 (GPU)", "GPU hosts: hop limit 1, IMDS blocked, EBS encrypted"}
+BOTH = pytest.mark.parametrize("stack_name", ["cpu_stack", "gpu_stack"])
+
+
+@BOTH
+def test_sqs_1_queues_encrypted(stack_name, request):
+    control_sqs_1_queues_encrypted(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_s3_buckets_private_encrypted_tls_only(stack_name, request):
+    control_s3_buckets_private_encrypted_tls_only(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_iam_no_wildcard_allows(stack_name, request):
+    control_iam_no_wildcard_allows(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_ecr_1_scan_on_push(stack_name, request):
+    control_ecr_1_scan_on_push(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_ecs_2_tasks_get_no_public_ip(stack_name, request):
+    control_ecs_2_tasks_get_no_public_ip(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_ec2_10_55_56_vpc_endpoints_for_every_aws_api(stack_name, request):
+    control_ec2_10_55_56_vpc_endpoints_for_every_aws_api(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_security_group_egress_is_https_to_aws_only(stack_name, request):
+    control_security_group_egress_is_https_to_aws_only(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_ecs_5_read_only_root_filesystem(stack_name, request):
+    control_ecs_5_read_only_root_filesystem(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_tasks_run_as_non_root_without_capabilities(stack_name, request):
+    control_tasks_run_as_non_root_without_capabilities(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_ecr_2_3_immutable_tags_and_a_lifecycle_policy(stack_name, request):
+    control_ecr_2_3_immutable_tags_and_a_lifecycle_policy(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_the_image_is_deployed_by_digest(stack_name, request):
+    control_the_image_is_deployed_by_digest(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_sqs_tls_only_and_s3_events_from_this_account(stack_name, request):
+    control_sqs_tls_only_and_s3_events_from_this_account(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_s3_12_acls_disabled(stack_name, request):
+    control_s3_12_acls_disabled(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_sns_1_topics_encrypted(stack_name, request):
+    control_sns_1_topics_encrypted(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_iam_trust_policies_scoped(stack_name, request):
+    control_iam_trust_policies_scoped(request.getfixturevalue(stack_name))
+
+
+def test_ec2_8_imdsv2_required(gpu_stack):
+    control_ec2_8_imdsv2_required(gpu_stack)
+
+
+def test_gpu_hosts_imds_hop_limit_1_blocked_for_tasks_encrypted_ebs(gpu_stack):
+    assert gpu_stack.of("aws:ec2/launchTemplate:LaunchTemplate")
+    control_gpu_hosts_imds_hop_limit_1_blocked_for_tasks_encrypted_ebs(gpu_stack)
+
+
+def test_every_control_is_tested_by_name():
+    tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    for check in CONTROLS.values():
+        assert check.__name__.removeprefix("control_") in tested, check.__name__
+
+
+# --- The switches: each secure by default; what the other value does --------------------------
+
+
+def test_the_models_bucket_is_written_only_by_its_publishers(cpu_stack):
+    models = cpu_stack.one("aws:s3/bucket:Bucket", "models")
+    policy = _policy(cpu_stack.one("aws:s3/bucketPolicy:BucketPolicy", "models"))
+    (deny,) = [st for st in policy["Statement"] if st["Sid"] == "OnlyPublishersWriteModels"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"} <= set(deny["Action"])
+    assert deny["Resource"] == f"{models.state['arn']}/*"
+    publisher = cpu_stack.one("aws:iam/role:Role", "publisher")
+    writers = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    # the publisher role and the deploying role (not its session), and no one else: not the
+    # workers' task role, whatever its policy says
+    assert sorted(writers) == sorted([publisher.state["arn"], DEPLOYER])
+    task_role = cpu_stack.one("aws:iam/role:Role", "posefleet-task").state["arn"]
+    assert task_role not in writers
+    trust = _policy(publisher, "assumeRolePolicy")["Statement"]
+    assert [st["Principal"] for st in trust] == [{"AWS": f"arn:aws:iam::{ACCOUNT}:root"}]
+    statements = _statements(cpu_stack, "publisher-policy")
+    (publish,) = [st for st in statements if st["Sid"] == "PublishModels"]
+    assert publish["Resource"] == "arn:aws:s3:::posefleet-models/pose_classifier/*"
+    assert not cpu_stack.of("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+
+
+def test_models_object_lock_keeps_every_published_version(cpu_stack):
+    stack = run_program(
+        StackConfig(
+            image_digest=IMAGE_DIGEST,
+            models_object_lock=True,
+            models_lock_days=60,
+            model_publishers=("arn:aws:iam::123456789012:role/ci",),
+        )
+    )
+    assert stack.one("aws:s3/bucket:Bucket", "models").state["objectLockEnabled"] is True
+    assert not stack.one("aws:s3/bucket:Bucket", "results").state.get("objectLockEnabled")
+    lock = stack.one("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    assert lock.state["rule"]["defaultRetention"] == {"mode": "GOVERNANCE", "days": 60}
+    policy = _policy(stack.one("aws:s3/bucketPolicy:BucketPolicy", "models"))
+    (deny,) = [st for st in policy["Statement"] if st["Sid"] == "OnlyPublishersWriteModels"]
+    assert (
+        "arn:aws:iam::123456789012:role/ci" in deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    )
+
+
+def test_a_pinned_model_hash_reaches_every_worker_and_extra_env_cannot_undo_it():
+    pinned = "ef" * 32
+    stack = run_program(
+        StackConfig(
+            image_digest=IMAGE_DIGEST,
+            model_sha256=pinned,
+            extra_env={"POSEFLEET_MODEL_SHA256": "0" * 64, "POSEFLEET_BATCH_SIZE": "64"},
+        )
+    )
+    env = {e["name"]: e["value"] for e in _container(stack)["environment"]}
+    assert env["POSEFLEET_MODEL_SHA256"] == pinned and env["POSEFLEET_BATCH_SIZE"] == "64"
+    assert env["POSEFLEET_MODEL_CACHE_DIR"] == "/home/posefleet/models"
+    assert "POSEFLEET_MODEL_SHA256" not in {
+        e["name"]
+        for e in _container(run_program(StackConfig(image_digest=IMAGE_DIGEST)))["environment"]
+    }
+
+
+def test_an_image_tag_is_deployed_as_its_digest():
+    stack = run_program(StackConfig(image_tag="v1.2.0"))
+    repo = stack.one("aws:ecr/repository:Repository").state["repositoryUrl"]
+    assert _container(stack)["image"] == f"{repo}@{TAG_DIGEST}"
+
+
+def test_without_an_image_the_stack_is_made_without_workers_and_says_what_next():
+    stack = run_program(StackConfig())
+    assert stack.one("aws:ecr/repository:Repository")
+    assert stack.one("aws:s3/bucket:Bucket", "models")
+    assert not stack.of("aws:ecs/taskDefinition:TaskDefinition")
+    assert not stack.of("aws:ecs/service:Service")
+    for check in CONTROLS.values():  # nothing it makes weakens a control
+        if check.__name__ not in {
+            "control_security_group_egress_is_https_to_aws_only",
+            "control_ecs_5_read_only_root_filesystem",
+            "control_tasks_run_as_non_root_without_capabilities",
+            "control_the_image_is_deployed_by_digest",
+        }:
+            check(stack)
+
+
+def test_vpc_endpoints_off_leaves_https_to_anywhere_for_a_nat():
+    stack = run_program(
+        StackConfig(
+            image_digest=IMAGE_DIGEST,
+            vpc_id="vpc-yours",
+            subnet_ids=("subnet-a", "subnet-b"),
+            vpc_endpoints=False,
+        )
+    )
+    assert not stack.of("aws:ec2/vpc:Vpc") and not stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")
+    service = stack.one("aws:ecs/service:Service").state["networkConfiguration"]
+    assert service["subnets"] == ["subnet-a", "subnet-b"] and not service["assignPublicIp"]
+    (sg,) = stack.of("aws:ec2/securityGroup:SecurityGroup")
+    assert [(r["protocol"], r["fromPort"], r["cidrBlocks"]) for r in sg.state["egress"]] == [
+        ("tcp", 443, ["0.0.0.0/0"])
+    ]
+
+
+def test_your_own_vpc_gets_the_endpoints_on_all_its_route_tables():
+    stack = run_program(
+        StackConfig(image_digest=IMAGE_DIGEST, vpc_id="vpc-yours", subnet_ids=("subnet-a",))
+    )
+    assert not stack.of("aws:ec2/vpc:Vpc") and not stack.of("aws:ec2/subnet:Subnet")
+    endpoints = {e.name: e.state for e in stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert endpoints["posefleet-s3"]["routeTableIds"] == ["rtb-1", "rtb-2"]
+    assert endpoints["posefleet-sqs"]["subnetIds"] == ["subnet-a"]
+    ingress = stack.one("aws:ec2/securityGroup:SecurityGroup", "endpoints").state["ingress"]
+    assert [r["cidrBlocks"] for r in ingress] == [["172.31.0.0/16"]]
+
+
+def test_the_stacks_vpc_is_private_in_as_many_zones_as_asked():
+    stack = run_program(StackConfig(image_digest=IMAGE_DIGEST, availability_zones=3))
+    (vpc,) = stack.of("aws:ec2/vpc:Vpc")
+    assert vpc.state["enableDnsSupport"] and vpc.state["enableDnsHostnames"]
+    subnets = stack.of("aws:ec2/subnet:Subnet")
+    assert sorted(s.state["availabilityZone"] for s in subnets) == [
+        "us-east-1a",
+        "us-east-1b",
+        "us-east-1c",
+    ]
+    (routes,) = stack.of("aws:ec2/routeTable:RouteTable")
+    assert not routes.state.get("routes")  # local only: no internet gateway, no NAT
+
+
+def test_without_the_customer_key_the_topic_is_not_encrypted():
+    stack = run_program(StackConfig(image_digest=IMAGE_DIGEST, customer_kms_key=False))
+    assert not stack.of("aws:kms/key:Key")
+    assert not stack.one("aws:sns/topic:Topic").state.get("kmsMasterKeyId")
+    with pytest.raises(AssertionError, match="not encrypted"):
+        control_sns_1_topics_encrypted(stack)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_digest": "latest"}, "imageDigest"),
+        ({"model_sha256": "abc"}, "modelSha256"),
+        ({"subnet_ids": ("subnet-a",)}, "vpcId"),
+        ({"assign_public_ip": True}, "public subnets"),
+        ({"availability_zones": 0}, "availabilityZones"),
+        ({"model_publishers": ("arn:aws:iam::1:role/*",)}, "no wildcard"),
+    ],
+)
+def test_bad_security_config_fails_before_anything_is_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StackConfig(**kwargs)

@@ -30,13 +30,16 @@ class WorkerRoles(pulumi.ComponentResource):
     ) -> None:
         super().__init__("posefleet:iam:WorkerRoles", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ecs_tasks = json.dumps(assume_role("ecs-tasks.amazonaws.com"))
+        region = aws.get_region_output().region
+        account = aws.get_caller_identity_output().account_id
+        # ECS may assume these roles only for this account's tasks (confused deputy).
+        ecs_tasks = pulumi.Output.all(account, region).apply(
+            lambda v: json.dumps(assume_role("ecs-tasks.amazonaws.com", account=v[0], region=v[1]))
+        )
         self.task_role = aws.iam.Role(f"{name}-task", assume_role_policy=ecs_tasks, opts=child)
         self.execution_role = aws.iam.Role(
             f"{name}-execution", assume_role_policy=ecs_tasks, opts=child
         )
-        region = aws.get_region_output().region
-        account = aws.get_caller_identity_output().account_id
         aws.iam.RolePolicy(
             f"{name}-task-policy",
             role=self.task_role.id,

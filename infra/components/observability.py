@@ -35,6 +35,7 @@ class ObservabilityArgs:
     failure_rate_alarm_percent: float
     no_progress_minutes: int
     alarm_email: str | None = None
+    topic_key_arn: pulumi.Input[str] | None = None  # customer KMS key (SNS.1); None: unencrypted
 
 
 def _metrics_json(widget: Widget, period: int) -> list[list[Any]]:
@@ -130,7 +131,9 @@ class Observability(pulumi.ComponentResource):
     ) -> None:
         super().__init__("posefleet:observability:Observability", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.topic = aws.sns.Topic(f"{name}-alarms", opts=child)
+        self.topic = aws.sns.Topic(
+            f"{name}-alarms", kms_master_key_id=args.topic_key_arn, opts=child
+        )
         if args.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarm-email",
