@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test lint format bench bench-scale bench-live soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
 	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
+
+# The live lane on the local fleet: upload -> label latency idle and behind a backfill, and the
+# backfill's throughput with and without live uploads (docs/benchmarks.md). IMAGES=300: a quick run.
+bench-live: $(STAMP)
+	$(PY) -m benchmarks.live $(if $(IMAGES),--backfill $(IMAGES))
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000

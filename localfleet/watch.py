@@ -9,7 +9,7 @@ uploaded again (the fleet uploaded it at start, as back catalogue). :class:`Labe
 a queue subscribed to the events topic (:mod:`posefleet.events`) and prints one line per
 event, de-duplicated by the event's id (delivery is at least once), e.g.::
 
-    s3://posefleet-input/checkin.jpg: front_double_biceps (0.93), 0.84 s after upload
+    s3://posefleet-input/checkin.jpg: Front Double Biceps (0.93), 0.17 s after upload
 
 Both run in threads of the fleet's process until told to stop; a failed round is said and the
 next one tried.

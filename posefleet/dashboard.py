@@ -116,6 +116,26 @@ def _queue(name: str, queue: str, stat: str, label: str) -> Metric:
     )
 
 
+def _depth_and_age(queue: str, *, depth: str, age: str) -> list[dict]:
+    """A lane's queue: its depth (visible, in flight) and the age of its oldest message."""
+    return [
+        dict(
+            title=depth,
+            unit="messages",
+            metrics=(
+                _queue(QUEUE_VISIBLE, queue, "Maximum", "visible"),
+                _queue(QUEUE_IN_FLIGHT, queue, "Maximum", "in flight"),
+            ),
+        ),
+        dict(
+            title=age,
+            unit="seconds",
+            metrics=(_queue(QUEUE_OLDEST_AGE, queue, "Maximum", "oldest"),),
+            local_note=OLDEST_AGE_NOTE,
+        ),
+    ]
+
+
 def widgets(
     *,
     queue: str,
@@ -144,39 +164,15 @@ def widgets(
         )
 
     ecs = (("ClusterName", cluster), ("ServiceName", service))
-    rows: list[dict] = [
-        dict(
-            title="Queue: visible and in flight",
-            unit="messages",
-            metrics=(
-                _queue(QUEUE_VISIBLE, queue, "Maximum", "visible"),
-                _queue(QUEUE_IN_FLIGHT, queue, "Maximum", "in flight"),
-            ),
-        ),
-        dict(
-            title="Age of oldest message (s)",
-            unit="seconds",
-            metrics=(_queue(QUEUE_OLDEST_AGE, queue, "Maximum", "oldest"),),
-            local_note=OLDEST_AGE_NOTE,
-        ),
-    ]
+    rows = _depth_and_age(
+        queue, depth="Queue: visible and in flight", age="Age of oldest message (s)"
+    )
     if live_queue:
-        rows += [
-            dict(
-                title="Live queue: visible and in flight",
-                unit="messages",
-                metrics=(
-                    _queue(QUEUE_VISIBLE, live_queue, "Maximum", "visible"),
-                    _queue(QUEUE_IN_FLIGHT, live_queue, "Maximum", "in flight"),
-                ),
-            ),
-            dict(
-                title="Live queue: age of oldest message (s)",
-                unit="seconds",
-                metrics=(_queue(QUEUE_OLDEST_AGE, live_queue, "Maximum", "oldest"),),
-                local_note=OLDEST_AGE_NOTE,
-            ),
-        ]
+        rows += _depth_and_age(
+            live_queue,
+            depth="Live queue: visible and in flight",
+            age="Live queue: age of oldest message (s)",
+        )
     dead_letters = [_queue(QUEUE_VISIBLE, dlq, "Maximum", "dead letters")]
     if live_dlq:
         dead_letters.append(_queue(QUEUE_VISIBLE, live_dlq, "Maximum", "live dead letters"))

@@ -256,7 +256,9 @@ def lines_of(path: Path, start: str) -> list[str]:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_a_photo_dropped_into_the_watched_folder_is_labelled_printed_and_announced(tmp_path):
+def test_a_photo_dropped_into_the_watched_folder_is_labelled_printed_and_announced(
+    tmp_path, monkeypatch
+):
     # Given a watched folder that already holds one photo (the back catalogue) and a fleet of
     # one worker serving a seed-format model
     photos = tmp_path / "photos"
@@ -270,7 +272,11 @@ def test_a_photo_dropped_into_the_watched_folder_is_labelled_printed_and_announc
             *("--workers", "1", "--state", str(state)),
             *("--checkpoint", str(tmp_path / "model" / "pose_classifier.pth")),
         ],
-        env=clean_env(POSEFLEET_FLEET_SAMPLE_SECONDS="0.5", POSEFLEET_FLEET_DRAIN_SECONDS="5"),
+        env=clean_env(
+            POSEFLEET_FLEET_SAMPLE_SECONDS="0.5",
+            POSEFLEET_FLEET_DRAIN_SECONDS="5",
+            POSEFLEET_WAIT_TIME_SECONDS="1",  # the workers' long polls: a quicker drain
+        ),
         stdout=stdout.open("wb"),
         stderr=stderr.open("wb"),
         cwd=tmp_path,
@@ -332,6 +338,27 @@ def test_a_photo_dropped_into_the_watched_folder_is_labelled_printed_and_announc
         assert events.returncode == 0, events.stderr
         got = [json.loads(x) for x in events.stdout.splitlines()]
         assert sorted(f"s3://{e['bucket']}/{e['key']}" for e in got) == [new, bad]
+
+        # and a body on the live queue that is no upload goes to the live dead-letter queue,
+        # with its reason, where `redrive --peek` on the live lane finds it
+        live_queue = exported["POSEFLEET_LIVE_QUEUE_URL"]
+        for name, value in exported.items():
+            monkeypatch.setenv(name, value)
+        client("sqs").send_message(QueueUrl=live_queue, MessageBody="{not an upload")
+
+        def dead_letters() -> list[dict]:
+            peek = subprocess.run(
+                [sys.executable, "-m", "producer", "redrive", "--peek", "--queue-url", live_queue],
+                env=shell,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            return [json.loads(x) for x in peek.stdout.splitlines()]
+
+        wait_until(lambda: len(dead_letters()) == 1, "a live dead letter", timeout=60)
+        (letter,) = dead_letters()
+        assert letter["body"] == "{not an upload" and "not JSON" in letter["reason"]
 
         # When it gets SIGTERM, it stops everything it started
         started = descendants(fleet.pid)
