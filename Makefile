@@ -1,5 +1,5 @@
 # posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests;
-# `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n).
+# `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n WATCH=1).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m localfleet.demo
 
 fleet: $(STAMP)
-	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS)) $(if $(WATCH),--watch)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
