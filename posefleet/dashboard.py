@@ -163,6 +163,15 @@ def widgets(
             namespace=m.NAMESPACE, name=name, dimensions=svc + dims, stat=stat, label=label
         )
 
+    def by_lane(title: str, name: str) -> dict:
+        """A time the workers measure per lane (milliseconds), p50 and p99 of each lane."""
+        metrics = tuple(
+            worker(name, p, f"{lane} {p}", (m.DIM_LANE, lane))
+            for lane in Lane
+            for p in ("p50", "p99")
+        )
+        return dict(title=title, unit="ms", metrics=metrics)
+
     ecs = (("ClusterName", cluster), ("ServiceName", service))
     rows = _depth_and_age(
         queue, depth="Queue: visible and in flight", age="Age of oldest message (s)"
@@ -190,24 +199,8 @@ def widgets(
             metrics=(worker(m.IMAGES_FAILED, "Sum", "failed"),),
             split_by=m.DIM_ERROR_KIND,
         ),
-        dict(
-            title="Latency, enqueue (live: upload) to result (ms)",
-            unit="ms",
-            metrics=tuple(
-                worker(m.END_TO_END_LATENCY, p, f"{lane} {p}", (m.DIM_LANE, lane))
-                for lane in Lane
-                for p in ("p50", "p99")
-            ),
-        ),
-        dict(
-            title="Time in queue by lane (ms)",
-            unit="ms",
-            metrics=tuple(
-                worker(m.QUEUE_TIME, p, f"{lane} {p}", (m.DIM_LANE, lane))
-                for lane in Lane
-                for p in ("p50", "p99")
-            ),
-        ),
+        by_lane("Latency, enqueue (live: upload) to result (ms)", m.END_TO_END_LATENCY),
+        by_lane("Time in queue by lane (ms)", m.QUEUE_TIME),
         dict(
             title="Time per stage, p50 (ms)",
             unit="ms",
