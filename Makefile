@@ -1,12 +1,12 @@
 # posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests
-# (`make test-fast`: without the end-to-end and slow ones);
-# `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n).
+# (`make test-fast`: without the end-to-end and slow ones); `make fleet` starts a local fleet
+# for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n WATCH=1).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test test-fast lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m localfleet.demo
 
 fleet: $(STAMP)
-	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS)) $(if $(WATCH),--watch)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -50,6 +50,11 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
 	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
+
+# The live lane on the local fleet: upload -> label latency idle and behind a backfill, and the
+# backfill's throughput with and without live uploads (docs/benchmarks.md). IMAGES=300: a quick run.
+bench-live: $(STAMP)
+	$(PY) -m benchmarks.live $(if $(IMAGES),--backfill $(IMAGES))
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000

@@ -61,15 +61,24 @@ def photo_like(image: Image.Image, rng: random.Random) -> Image.Image:
     )
 
 
-def corpus(count: int, seed: int, *, noisy: bool = True) -> dict[str, bytes]:
-    cache = OUT / f"corpus-{'v2' if noisy else 'flat'}-{count}-{seed}"
+def corpus(
+    count: int,
+    seed: int,
+    *,
+    noisy: bool = True,
+    sizes: tuple[tuple[int, int], ...] | None = None,
+) -> dict[str, bytes]:
+    """``count`` pose photos as ``{"bench/<name>": JPEG bytes}``, made once and kept in
+    ``bench-out/``: sizes drawn from PHOTO_SIZES by WEIGHTS, or evenly from ``sizes``."""
+    shape = "" if sizes is None else "-" + "_".join(f"{w}x{h}" for w, h in sizes)
+    cache = OUT / f"corpus-{'v2' if noisy else 'flat'}{shape}-{count}-{seed}"
     if not cache.exists():
         rng = random.Random(seed)
         tmp = cache.with_suffix(".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         poses = list(ClassMapping.for_poses().classes)
         for i in range(count):
-            size = rng.choices(PHOTO_SIZES, WEIGHTS)[0]
+            size = rng.choices(PHOTO_SIZES, WEIGHTS)[0] if sizes is None else rng.choice(sizes)
             image = render_pose(poses[i % len(poses)], size, rng)
             image = photo_like(image, rng) if noisy else image
             (tmp / f"{i:05d}-{size[0]}x{size[1]}.jpg").write_bytes(encode(image, rng))

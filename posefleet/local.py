@@ -3,8 +3,9 @@
 :class:`LocalAWS` starts the server on a free loopback port and stops it (by its process handle);
 :func:`bootstrap` creates both lanes' queues (backfill and live, each with its dead-letter
 queue), the buckets and the events topic with a queue subscribed to it, with the same settings
-infra/ provisions (:mod:`posefleet.resources`). Producer and worker then run unchanged with
-:meth:`LocalAWS.env` in their environment.
+infra/ provisions (:mod:`posefleet.resources`); :func:`route_uploads` sends an input bucket's
+uploads to the live lane, as infra/ does with ``notify``. Producer and worker then run unchanged
+with :meth:`LocalAWS.env` in their environment.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ from posefleet.resources import (
     QueueSpec,
 )
 
-__all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port", "stop_with_parent"]
+__all__ = [
+    "LocalAWS",
+    "LocalQueues",
+    "bootstrap",
+    "free_port",
+    "route_uploads",
+    "stop_with_parent",
+    "subscribe_queue",
+]
 
 REGION = "us-east-1"
 _PR_SET_PDEATHSIG = 1
@@ -150,6 +159,37 @@ def _lane(sqs: Any, spec: QueueSpec, name: str, dlq_name: str) -> tuple[str, str
     return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"], dlq_url
 
 
+def subscribe_queue(sqs: Any, sns: Any, *, topic_arn: str, queue_name: str) -> str:
+    """Create (or reuse) a queue and subscribe it to the topic with raw delivery, so each
+    message's body is the event's JSON as published; returns the queue's URL. Every subscribed
+    queue gets every event: one per reader that must see them all."""
+    url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=_queue_arn(sqs, url),
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return url
+
+
+def route_uploads(s3: Any, sqs: Any, *, bucket: str, queue_url: str, prefix: str = "") -> None:
+    """Send ``bucket``'s ObjectCreated notifications (under ``prefix``) to the queue, as infra/
+    does for an input bucket with ``notify``: the live lane. S3 keeps one notification
+    configuration per bucket; this replaces it. S3 (moto's server too) first sends an
+    ``s3:TestEvent``, which the worker acknowledges and ignores. Only objects created from now
+    on are announced: what the bucket holds already is backfill work."""
+    rule: dict[str, Any] = {
+        "QueueArn": _queue_arn(sqs, queue_url),
+        "Events": ["s3:ObjectCreated:*"],
+    }
+    if prefix:
+        rule["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [rule]}
+    )
+
+
 def bootstrap(
     s3: Any,
     sqs: Any,
@@ -177,13 +217,7 @@ def bootstrap(
     topic = events_url = None
     if sns is not None:
         topic = sns.create_topic(Name=events_topic_name)["TopicArn"]
-        events_url = sqs.create_queue(QueueName=events_queue_name)["QueueUrl"]
-        sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=_queue_arn(sqs, events_url),
-            Attributes={"RawMessageDelivery": "true"},
-        )
+        events_url = subscribe_queue(sqs, sns, topic_arn=topic, queue_name=events_queue_name)
     return LocalQueues(
         queue_url=queue_url,
         dlq_url=dlq_url,
