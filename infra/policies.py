@@ -86,30 +86,39 @@ def queue_policy(
     statements = [deny_insecure_transport("sqs:*", [queue_arn])]
     if notifying_bucket_arns:
         statements.append(
-            {
-                "Sid": "S3EventNotifications",
-                "Effect": "Allow",
-                "Principal": {"Service": "s3.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {
+            _service_sends(
+                "S3EventNotifications",
+                "s3.amazonaws.com",
+                queue_arn,
+                {
                     "ArnLike": {"aws:SourceArn": list(notifying_bucket_arns)},
                     "StringEquals": {"aws:SourceAccount": account},
                 },
-            }
+            )
         )
     if topic_arns:
         statements.append(
-            {
-                "Sid": "TopicSubscription",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": list(topic_arns)}},
-            }
+            _service_sends(
+                "TopicSubscription",
+                "sns.amazonaws.com",
+                queue_arn,
+                {"ArnEquals": {"aws:SourceArn": list(topic_arns)}},
+            )
         )
     return _doc(*statements)
+
+
+def _service_sends(sid: str, service: str, queue_arn: str, condition: Doc) -> Doc:
+    """An AWS service may send to the queue, under ``condition`` (its source, against the
+    confused deputy)."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": condition,
+    }
 
 
 def topic_policy(*, topic_arn: str) -> Doc:

@@ -195,17 +195,12 @@ class Autoscaling(pulumi.ComponentResource):
         """An alarm whose step policy adds one task each minute it stays in alarm (CloudWatch
         invokes an Auto Scaling action every minute, not only on the change of state)."""
         child = pulumi.ResourceOptions(parent=self)
-        policy = aws.appautoscaling.Policy(
+        policy = self._step(
             policy_name,
-            policy_type="StepScaling",
-            step_scaling_policy_configuration={
-                "adjustment_type": "ChangeInCapacity",
-                "cooldown": 60,
-                "metric_aggregation_type": "Maximum",
-                "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
-            },
-            **scaling,
-            opts=child,
+            scaling,
+            adjustment="ChangeInCapacity",
+            cooldown=60,
+            step={"metric_interval_lower_bound": "0", "scaling_adjustment": 1},
         )
         return aws.cloudwatch.MetricAlarm(
             name,
@@ -219,21 +214,33 @@ class Autoscaling(pulumi.ComponentResource):
             opts=child,
         )
 
+    def _step(
+        self, name: str, scaling: dict, *, adjustment: str, cooldown: int, step: dict
+    ) -> aws.appautoscaling.Policy:
+        """A step scaling policy of one step, for an alarm's action."""
+        return aws.appautoscaling.Policy(
+            name,
+            policy_type="StepScaling",
+            step_scaling_policy_configuration={
+                "adjustment_type": adjustment,
+                "cooldown": cooldown,
+                "metric_aggregation_type": "Maximum",
+                "step_adjustments": [step],
+            },
+            **scaling,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _to_zero(
         self, name: str, args: AutoscalingArgs, scaling: dict
     ) -> aws.cloudwatch.MetricAlarm:
         child = pulumi.ResourceOptions(parent=self)
-        to_zero = aws.appautoscaling.Policy(
+        to_zero = self._step(
             f"{name}-to-zero",
-            policy_type="StepScaling",
-            step_scaling_policy_configuration={
-                "adjustment_type": "ExactCapacity",
-                "cooldown": 300,
-                "metric_aggregation_type": "Maximum",
-                "step_adjustments": [{"metric_interval_upper_bound": "0", "scaling_adjustment": 0}],
-            },
-            **scaling,
-            opts=child,
+            scaling,
+            adjustment="ExactCapacity",
+            cooldown=300,
+            step={"metric_interval_upper_bound": "0", "scaling_adjustment": 0},
         )
         lanes = {"": args.queue_name, "live_": args.live_queue_name}
         queries = [
