@@ -28,7 +28,7 @@ def _flag(c: pulumi.Config, key: str, default: bool) -> bool:
 class InputBucket:
     bucket: str
     prefix: str = ""
-    notify: bool = False  # send S3 ObjectCreated events for this prefix to the tasks queue
+    notify: bool = False  # send S3 ObjectCreated events for this prefix to the live lane
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +36,12 @@ class StackConfig:
     capacity: str = "fargate"  # fargate | gpu
     min_tasks: int = 0
     max_tasks: int = 20
+    # The live lane (docs/deploy.md, "The live lane"): workers kept warm for uploads (on Fargate
+    # Spot while spotWeight > 0), how long a live photo may wait visible before a worker is
+    # added, and the p95 upload -> label latency that raises the alarm.
+    live_min_workers: int = 0
+    live_wait_seconds: int = 10
+    live_latency_alarm_seconds: float = 30.0
     cpu: int = 2048
     memory: int = 4096
     spot_weight: int = 3
@@ -92,8 +98,16 @@ class StackConfig:
             raise ValueError(
                 "posefleet:backend openvino* runs on CPUs; use torch with capacity gpu"
             )
+        if not 0 <= self.live_min_workers <= self.max_tasks:
+            raise ValueError("posefleet:liveMinWorkers must be between 0 and posefleet:maxTasks")
+        if self.live_wait_seconds < 1 or self.live_latency_alarm_seconds <= 0:
+            raise ValueError(
+                "posefleet:liveWaitSeconds and liveLatencyAlarmSeconds must be positive"
+            )
         if self.drain_seconds >= 120:
             raise ValueError("posefleet:drainSeconds must stay under ECS's 120 s stopTimeout")
+        if self.task_size < 1:
+            raise ValueError("posefleet:taskSize must be at least 1")
         if self.seconds_per_task <= 0 or self.acceptable_latency_seconds <= 0:
             raise ValueError(
                 "posefleet:secondsPerTask and acceptableLatencySeconds must be positive"
@@ -134,6 +148,11 @@ class StackConfig:
         return self.image_digest is not None or self.image_tag is not None
 
     @property
+    def floor(self) -> int:
+        """Workers that run however idle the fleet is: minTasks, or liveMinWorkers if more."""
+        return max(self.min_tasks, self.live_min_workers)
+
+    @property
     def visibility_timeout(self) -> int:
         """Above the longest task, with room for a heartbeat to be missed twice."""
         return max(60, 3 * self.longest_task_seconds)
@@ -149,6 +168,17 @@ class StackConfig:
         """Tasks waiting per running worker that still meets the acceptable latency."""
         return max(1.0, math.floor(self.acceptable_latency_seconds / self.seconds_per_task))
 
+    @property
+    def live_photo_tasks(self) -> float:
+        """What one live photo (labelled or waiting, per minute) weighs in the backlog that
+        target tracking holds at ``backlog_target`` per worker: a photo takes
+        ``secondsPerTask / taskSize`` seconds of a worker, counted twice so that live work runs
+        at half a worker's capacity (room for bursts: a live photo should not wait). A worker
+        busy half the time with live photos counts as a worker's full backlog, so live traffic
+        keeps its workers and backfill work gets workers of its own."""
+        seconds_per_photo = self.seconds_per_task / self.task_size
+        return self.backlog_target * 2 * seconds_per_photo / 60
+
     @classmethod
     def load(cls, config: pulumi.Config | None = None) -> StackConfig:
         c = config or pulumi.Config("posefleet")
@@ -163,6 +193,10 @@ class StackConfig:
             capacity=c.get("capacity") or d.capacity,
             min_tasks=c.get_int("minTasks") if c.get("minTasks") is not None else d.min_tasks,
             max_tasks=c.get_int("maxTasks") or d.max_tasks,
+            live_min_workers=c.get_int("liveMinWorkers") or d.live_min_workers,
+            live_wait_seconds=c.get_int("liveWaitSeconds") or d.live_wait_seconds,
+            live_latency_alarm_seconds=c.get_float("liveLatencyAlarmSeconds")
+            or d.live_latency_alarm_seconds,
             cpu=c.get_int("cpu") or d.cpu,
             memory=c.get_int("memory") or d.memory,
             spot_weight=c.get_int("spotWeight")

@@ -11,7 +11,9 @@ from infra.config import InputBucket
 from posefleet.model_pointer import MODELS_PREFIX
 
 __all__ = [
+    "DEAD_LETTER_ACTIONS",
     "KEY_ADMIN_ACTIONS",
+    "LANE_QUEUE_ACTIONS",
     "MODEL_WRITE_ACTIONS",
     "assume_role",
     "deny_insecure_transport",
@@ -23,6 +25,7 @@ __all__ = [
     "task_policy",
     "tls_only",
     "topic_key_policy",
+    "topic_policy",
 ]
 
 Doc = dict[str, Any]
@@ -69,26 +72,60 @@ def tls_only(actions: str, resources: Sequence[str]) -> Doc:
     return _doc(deny_insecure_transport(actions, resources))
 
 
-def queue_policy(*, queue_arn: str, account: str, notifying_bucket_arns: Sequence[str] = ()) -> Doc:
-    """TLS only; and S3 may send event notifications from the named buckets of this account
+def queue_policy(
+    *,
+    queue_arn: str,
+    account: str,
+    notifying_bucket_arns: Sequence[str] = (),
+    topic_arns: Sequence[str] = (),
+) -> Doc:
+    """TLS only; S3 may send event notifications from the named buckets of this account
     (``aws:SourceArn`` and ``aws:SourceAccount``: another account's bucket of the same name
-    cannot)."""
+    cannot); SNS may deliver from the named topics only (``aws:SourceArn``: a topic ARN names its
+    account)."""
     statements = [deny_insecure_transport("sqs:*", [queue_arn])]
     if notifying_bucket_arns:
         statements.append(
-            {
-                "Sid": "S3EventNotifications",
-                "Effect": "Allow",
-                "Principal": {"Service": "s3.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {
+            _service_sends(
+                "S3EventNotifications",
+                "s3.amazonaws.com",
+                queue_arn,
+                {
                     "ArnLike": {"aws:SourceArn": list(notifying_bucket_arns)},
                     "StringEquals": {"aws:SourceAccount": account},
                 },
-            }
+            )
+        )
+    if topic_arns:
+        statements.append(
+            _service_sends(
+                "TopicSubscription",
+                "sns.amazonaws.com",
+                queue_arn,
+                {"ArnEquals": {"aws:SourceArn": list(topic_arns)}},
+            )
         )
     return _doc(*statements)
+
+
+def _service_sends(sid: str, service: str, queue_arn: str, condition: Doc) -> Doc:
+    """An AWS service may send to the queue, under ``condition`` (its source, against the
+    confused deputy)."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": condition,
+    }
+
+
+def topic_policy(*, topic_arn: str) -> Doc:
+    """An SNS topic's policy: publishing only over TLS (AWS's "enforce encryption of data in
+    transit" statement for SNS). Nothing is allowed here: publishers of this account are
+    allowed by their IAM policies (the workers' task role), no one else's."""
+    return _doc(deny_insecure_transport("sns:Publish", [topic_arn]))
 
 
 # Everything that changes what the models prefix serves. s3:PutObject covers copies and
@@ -208,10 +245,45 @@ def _object_arn(bucket: str, prefix: str) -> str:
     return f"arn:aws:s3:::{bucket}/{prefix}*"
 
 
+# What a worker does with a lane's queue, the same on both lanes (worker/sqs.py): receive, delete,
+# extend visibility, hand a message back by sending it again, read the redrive policy.
+LANE_QUEUE_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:SendMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+)
+# And with its dead-letter queue: a body it judges invalid goes there at once, with its reason.
+DEAD_LETTER_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+
+
+def _lane(queue_sid: str, queue_arn: str, dlq_sid: str, dlq_arn: str) -> list[Doc]:
+    return [
+        {
+            "Sid": queue_sid,
+            "Effect": "Allow",
+            "Action": list(LANE_QUEUE_ACTIONS),
+            "Resource": queue_arn,
+        },
+        {
+            "Sid": dlq_sid,
+            "Effect": "Allow",
+            "Action": list(DEAD_LETTER_ACTIONS),
+            "Resource": dlq_arn,
+        },
+    ]
+
+
 def task_policy(
     *,
     queue_arn: str,
     dlq_arn: str,
+    live_queue_arn: str,
+    live_dlq_arn: str,
+    events_topic_arn: str,
+    topic_key_arn: str | None,
     results_bucket: str,
     models_bucket: str,
     input_buckets: tuple[InputBucket, ...],
@@ -220,28 +292,19 @@ def task_policy(
     account: str,
     models_prefix: str = f"{MODELS_PREFIX}/",
 ) -> Doc:
-    """What a worker may do: read its inputs and the models prefix, write results, use the queue,
-    send an invalid message to the dead-letter queue, and keep its attempt markers
-    (``<results>/<job>/attempts/<task>.json``, posefleet.attempts) beside the results."""
+    """What a worker may do: read its inputs and the models prefix, write results, use both
+    lanes' queues, send an invalid message to a lane's dead-letter queue, keep its attempt
+    markers (``<results>/<job>/attempts/<task>.json``, posefleet.attempts) beside the results,
+    and publish events on the events topic (with ``topic_key_arn``, the key that encrypts it,
+    for that topic only)."""
     statements: list[Doc] = [
+        *_lane("TasksQueue", queue_arn, "DeadLetters", dlq_arn),
+        *_lane("LiveQueue", live_queue_arn, "LiveDeadLetters", live_dlq_arn),
         {
-            "Sid": "TasksQueue",
+            "Sid": "PublishEvents",
             "Effect": "Allow",
-            "Action": [
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:SendMessage",  # a message handed back by a live worker is sent again
-                "sqs:GetQueueUrl",
-                "sqs:GetQueueAttributes",
-            ],
-            "Resource": queue_arn,
-        },
-        {  # a body the worker judges invalid goes there at once, with its reason
-            "Sid": "DeadLetters",
-            "Effect": "Allow",
-            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
-            "Resource": dlq_arn,
+            "Action": "sns:Publish",
+            "Resource": events_topic_arn,
         },
         {
             "Sid": "WriteResults",
@@ -281,6 +344,22 @@ def task_policy(
             "Resource": f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/*",
         },
     ]
+    if topic_key_arn is not None:
+        statements.append(
+            {  # SNS encrypts what the worker publishes with a data key of the topic's key
+                "Sid": "EncryptEvents",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": topic_key_arn,
+                # through SNS, for this topic's messages only (the context SNS gives KMS)
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"sns.{region}.amazonaws.com",
+                        "kms:EncryptionContext:aws:sns:topicArn": events_topic_arn,
+                    }
+                },
+            }
+        )
     if input_buckets:
         statements.append(
             {

@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 from infra.components.autoscaling import Autoscaling, AutoscalingArgs
 from infra.components.cluster import Cluster, ClusterArgs
+from infra.components.events import EventsChannel, EventsChannelArgs
 from infra.components.iam import WorkerRoles, WorkerRolesArgs
 from infra.components.image import WorkerImage
 from infra.components.keys import TopicKey
@@ -35,18 +36,28 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
     gpu = config.capacity == "gpu"
     notifying = tuple(f"arn:aws:s3:::{b.bucket}" for b in config.input_buckets if b.notify)
 
-    queue = TaskQueue(name, TaskQueueArgs(spec=config.queue_spec, notifying_bucket_arns=notifying))
+    # The two lanes (posefleet.resources.Lane), each a queue and its dead-letter queue from the
+    # one QueueSpec; uploads from inputs with `notify` are live work.
+    queue = TaskQueue(name, TaskQueueArgs(spec=config.queue_spec))
+    live = TaskQueue(
+        f"{name}-live", TaskQueueArgs(spec=config.queue_spec, notifying_bucket_arns=notifying)
+    )
+    key = TopicKey(name).key.arn if config.customer_kms_key else None
+    events = EventsChannel(
+        name, EventsChannelArgs(key_arn=key, retention_seconds=config.queue_spec.retention_seconds)
+    )
     storage = Storage(
         name,
         StorageArgs(
             results_expire_days=config.results_expire_days,
-            queue_arn=queue.queue.arn,
+            live_queue_arn=live.queue.arn,
             input_buckets=config.input_buckets,
             model_publishers=config.model_publishers,
             models_object_lock=config.models_object_lock,
             models_lock_days=config.models_lock_days,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[queue]),
+        # S3 checks, when a notification is configured, that the queue's policy lets it send.
+        opts=pulumi.ResourceOptions(depends_on=[live]),
     )
     image = WorkerImage(
         name, digest=config.image_digest, tag=config.image_tag, images_kept=config.images_kept
@@ -77,6 +88,10 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         WorkerRolesArgs(
             queue_arn=queue.queue.arn,
             dlq_arn=queue.dlq.arn,
+            live_queue_arn=live.queue.arn,
+            live_dlq_arn=live.dlq.arn,
+            events_topic_arn=events.topic.arn,
+            topic_key_arn=key,
             results_bucket=storage.results.bucket,
             models_bucket=storage.models.bucket,
             repository_arn=image.repository.arn,
@@ -92,6 +107,10 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
     outputs = {
         "queue_url": queue.queue.url,
         "dlq_url": queue.dlq.url,
+        "live_queue_url": live.queue.url,
+        "live_dlq_url": live.dlq.url,
+        "events_topic": events.topic.arn,
+        "events_queue_url": events.queue.url,
         "results": results_uri,
         "models_bucket": storage.models.bucket,
         "model": model_uri,
@@ -108,6 +127,9 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
                 name,
                 config,
                 queue=queue,
+                live=live,
+                events=events,
+                key=key,
                 cluster=cluster,
                 roles=roles,
                 network=network,
@@ -116,16 +138,23 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
                 model_uri=model_uri,
             )
         )
+    # What the producer finds the stack by (producer/discovery.py).
+    discovered = {
+        "queue_url": queue.queue.url,
+        "live_queue_url": live.queue.url,
+        "events_topic": events.topic.arn,
+        "events_queue_url": events.queue.url,
+        "results": results_uri,
+        "model": model_uri,
+    }
     aws.ssm.Parameter(
         f"{name}-discovery",
         name=DISCOVERY_PARAMETER,
         type="String",
-        value=pulumi.Output.all(queue.queue.url, results_uri, model_uri).apply(
-            lambda v: json.dumps({"queue_url": v[0], "results": v[1], "model": v[2]})
-        ),
+        value=pulumi.Output.all(**discovered).apply(lambda v: json.dumps(v, sort_keys=True)),
     )
-    for key, value in outputs.items():
-        pulumi.export(key, value)
+    for output, value in outputs.items():
+        pulumi.export(output, value)
     return outputs
 
 
@@ -134,6 +163,9 @@ def _workers(
     config: StackConfig,
     *,
     queue: TaskQueue,
+    live: TaskQueue,
+    events: EventsChannel,
+    key: pulumi.Output[str] | None,
     cluster: Cluster,
     roles: WorkerRoles,
     network: Network,
@@ -144,11 +176,19 @@ def _workers(
     """The worker service, its autoscaling and its observability: once an image is named."""
     gpu = config.capacity == "gpu"
     pin = {"POSEFLEET_MODEL_SHA256": config.model_sha256} if config.model_sha256 else {}
-    environment = pulumi.Output.all(queue.queue.url, results_uri, model_uri).apply(
+    environment = pulumi.Output.all(
+        queue=queue.queue.url,
+        live=live.queue.url,
+        events=events.topic.arn,
+        results=results_uri,
+        model=model_uri,
+    ).apply(
         lambda v: {
-            "POSEFLEET_QUEUE_URL": v[0],
-            "POSEFLEET_RESULTS": v[1],
-            "POSEFLEET_MODEL": v[2],
+            "POSEFLEET_QUEUE_URL": v["queue"],
+            "POSEFLEET_LIVE_QUEUE_URL": v["live"],
+            "POSEFLEET_EVENTS_TOPIC": v["events"],
+            "POSEFLEET_RESULTS": v["results"],
+            "POSEFLEET_MODEL": v["model"],
             "POSEFLEET_DEVICE": "cuda" if gpu else "cpu",
             "POSEFLEET_BACKEND": config.backend,
             "POSEFLEET_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
@@ -168,7 +208,8 @@ def _workers(
             cpu=config.cpu,
             memory=config.gpu_memory if gpu else config.memory,
             spot_weight=config.spot_weight,
-            desired=config.min_tasks,
+            spot_base=config.live_min_workers,
+            desired=config.floor,
             task_role_arn=roles.task_role.arn,
             execution_role_arn=roles.execution_role.arn,
             log_group=cluster.log_group.name,
@@ -184,9 +225,12 @@ def _workers(
             cluster_name=cluster.cluster.name,
             service_name=service.service.name,
             queue_name=queue.queue.name,
-            min_tasks=config.min_tasks,
+            live_queue_name=live.queue.name,
+            min_tasks=config.floor,
             max_tasks=config.max_tasks,
             backlog_target=config.backlog_target,
+            live_photo_tasks=config.live_photo_tasks,
+            live_wait_seconds=config.live_wait_seconds,
             idle_minutes=config.no_progress_minutes,
         ),
     )
@@ -195,6 +239,8 @@ def _workers(
         ObservabilityArgs(
             queue_name=queue.queue.name,
             dlq_name=queue.dlq.name,
+            live_queue_name=live.queue.name,
+            live_dlq_name=live.dlq.name,
             cluster_name=cluster.cluster.name,
             service_name=service.service.name,
             metrics_service=SERVICE,
@@ -202,8 +248,9 @@ def _workers(
             oldest_message_alarm_seconds=config.oldest_message_alarm_seconds,
             failure_rate_alarm_percent=config.failure_rate_alarm_percent,
             no_progress_minutes=config.no_progress_minutes,
+            live_latency_alarm_seconds=config.live_latency_alarm_seconds,
             alarm_email=config.alarm_email,
-            topic_key_arn=TopicKey(name).key.arn if config.customer_kms_key else None,
+            topic_key_arn=key,
         ),
     )
     return {

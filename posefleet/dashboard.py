@@ -21,6 +21,7 @@ from posefleet.resources import Lane
 __all__ = [
     "DIM_QUEUE_NAME",
     "PERIOD_SECONDS",
+    "QUEUE_DELETED",
     "QUEUE_IN_FLIGHT",
     "QUEUE_OLDEST_AGE",
     "QUEUE_VISIBLE",
@@ -35,6 +36,7 @@ DIM_QUEUE_NAME = "QueueName"
 QUEUE_VISIBLE = "ApproximateNumberOfMessagesVisible"
 QUEUE_IN_FLIGHT = "ApproximateNumberOfMessagesNotVisible"
 QUEUE_OLDEST_AGE = "ApproximateAgeOfOldestMessage"
+QUEUE_DELETED = "NumberOfMessagesDeleted"  # messages done with: infra's autoscaling
 
 PERIOD_SECONDS = 60  # the deployed dashboard's period
 GRID_COLUMNS = 24  # CloudWatch's dashboard grid

@@ -35,7 +35,8 @@ DEFAULT_EVENTS_QUEUE_NAME = "posefleet-events"
 DEFAULT_RESULTS_BUCKET = "posefleet-results"
 DEFAULT_MODELS_BUCKET = "posefleet-models"
 DEFAULT_INPUT_BUCKET = "posefleet-input"
-# SSM parameter where a deployed stack publishes {"queue_url", "results", "model"}.
+# SSM parameter where a deployed stack publishes {"queue_url", "live_queue_url", "events_topic",
+# "events_queue_url", "results", "model"} (infra/program.py; producer/discovery.py reads it).
 DISCOVERY_PARAMETER = "/posefleet/config"
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from infra.config import InputBucket, StackConfig
 from posefleet import metric_names as m
-from posefleet.resources import QueueSpec
+from posefleet.dashboard import QUEUE_DELETED, QUEUE_IN_FLIGHT, QUEUE_OLDEST_AGE, QUEUE_VISIBLE
+from posefleet.resources import Lane, QueueSpec
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 DEPLOYER = f"arn:aws:iam::{ACCOUNT}:role/deployer"  # the role `pulumi up` runs as
@@ -97,8 +98,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 class Stack:
-    def __init__(self, resources: list[Recorded]) -> None:
+    def __init__(self, resources: list[Recorded], outputs: dict[str, Any]) -> None:
         self.resources = resources
+        self.outputs = outputs  # the stack's outputs (`pulumi stack output`), resolved
 
     def of(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -108,19 +110,26 @@ class Stack:
         assert len(found) == 1, f"{typ} {name_part!r}: {[r.name for r in found]}"
         return found[0]
 
+    def named(self, typ: str, name: str) -> Recorded:
+        """The resource of that type whose Pulumi name is exactly ``name``."""
+        (found,) = [r for r in self.of(typ) if r.name == name]
+        return found
+
 
 def run_program(config: StackConfig) -> Stack:
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="posefleet", stack="test", preview=False)
 
+    outputs: dict[str, Any] = {}
+
     @pulumi.runtime.test
     def program():
         from infra.program import build
 
-        return pulumi.Output.all(*build(config).values())
+        return pulumi.Output.all(**build(config)).apply(outputs.update)
 
     program()
-    return Stack(mocks.resources)
+    return Stack(mocks.resources, outputs)
 
 
 INPUTS = (
@@ -150,11 +159,24 @@ def gpu_stack() -> Stack:
     )
 
 
-def test_the_queue_has_a_dead_letter_queue_and_outlives_the_longest_task(cpu_stack):
-    tasks, dlq = (
-        cpu_stack.one("aws:sqs/queue:Queue", "tasks"),
-        cpu_stack.one("aws:sqs/queue:Queue", "dlq"),
-    )
+QUEUE = "aws:sqs/queue:Queue"
+QUEUE_POLICY = "aws:sqs/queuePolicy:QueuePolicy"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+# Each lane's queue and dead-letter queue, by Pulumi name (posefleet.resources.Lane).
+LANES = {
+    Lane.BACKFILL: ("posefleet-tasks", "posefleet-dlq"),
+    Lane.LIVE: ("posefleet-live-tasks", "posefleet-live-dlq"),
+}
+
+
+def _lane(stack: Stack, lane: Lane) -> tuple[Recorded, Recorded]:
+    queue, dlq = LANES[lane]
+    return stack.named(QUEUE, queue), stack.named(QUEUE, dlq)
+
+
+@pytest.mark.parametrize("lane", list(Lane))
+def test_each_lane_has_a_dead_letter_queue_and_outlives_the_longest_task(cpu_stack, lane):
+    tasks, dlq = _lane(cpu_stack, lane)
     redrive = json.loads(tasks.state["redrivePolicy"])
     assert redrive == {
         "deadLetterTargetArn": dlq.state["arn"],
@@ -164,6 +186,20 @@ def test_the_queue_has_a_dead_letter_queue_and_outlives_the_longest_task(cpu_sta
     assert tasks.state["receiveWaitTimeSeconds"] == 20
     assert dlq.state["messageRetentionSeconds"] > tasks.state["messageRetentionSeconds"]
     assert tasks.state["sqsManagedSseEnabled"] and dlq.state["sqsManagedSseEnabled"]
+
+
+def test_both_lanes_are_made_from_the_one_queue_spec(cpu_stack):
+    (backfill, backfill_dlq), (live, live_dlq) = (_lane(cpu_stack, lane) for lane in Lane)
+    settings = ("visibilityTimeoutSeconds", "receiveWaitTimeSeconds", "messageRetentionSeconds")
+    assert [live.state[k] for k in settings] == [backfill.state[k] for k in settings]
+    assert (
+        json.loads(live.state["redrivePolicy"])["maxReceiveCount"]
+        == json.loads(backfill.state["redrivePolicy"])["maxReceiveCount"]
+    )
+    assert (
+        live_dlq.state["messageRetentionSeconds"] == backfill_dlq.state["messageRetentionSeconds"]
+    )
+    assert len(cpu_stack.of(QUEUE)) == 5  # two lanes of two, and the events queue
 
 
 def test_buckets_are_private_encrypted_tls_only_with_versioned_models(cpu_stack):
@@ -205,14 +241,22 @@ def test_buckets_are_private_encrypted_tls_only_with_versioned_models(cpu_stack)
     assert any(r.get("expiration", {}).get("days") == 90 for r in results_rules.state["rules"])
 
 
-def test_s3_events_from_named_inputs_reach_the_queue(cpu_stack):
+def test_uploads_to_named_inputs_reach_the_live_lane_and_not_the_backfill(cpu_stack):
+    live, _ = _lane(cpu_stack, Lane.LIVE)
     notification = cpu_stack.one("aws:s3/bucketNotification:BucketNotification")
-    assert notification.state["bucket"] == "checkins"
+    assert notification.state["bucket"] == "checkins"  # only the input with notify
     (q,) = notification.state["queues"]
+    assert q["queueArn"] == live.state["arn"]
     assert q["filterPrefix"] == "uploads/" and q["events"] == ["s3:ObjectCreated:*"]
-    policy = json.loads(cpu_stack.one("aws:sqs/queuePolicy:QueuePolicy", "tasks").state["policy"])
+    policy = _policy(cpu_stack.named(QUEUE_POLICY, "posefleet-live-tasks-policy"))
     (events,) = [st for st in policy["Statement"] if st["Sid"] == "S3EventNotifications"]
     assert events["Condition"]["ArnLike"]["aws:SourceArn"] == ["arn:aws:s3:::checkins"]
+    # the backfill queue takes no S3 events any more: an upload never waits behind a backlog
+    for name in ("posefleet-tasks-policy", "posefleet-dlq-policy", "posefleet-live-dlq-policy"):
+        principals = [
+            st["Principal"] for st in _policy(cpu_stack.named(QUEUE_POLICY, name))["Statement"]
+        ]
+        assert principals == ["*"], name  # the TLS-only deny, nothing allowed
 
 
 def test_image_repository_scans_on_push(cpu_stack):
@@ -242,7 +286,7 @@ def test_no_iam_statement_allows_star_actions_or_needless_star_resources(stack_n
                 )
 
 
-def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_stack):
+def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queues(cpu_stack):
     statements = _statements(cpu_stack, "task-policy")
     writes = [
         st
@@ -258,12 +302,16 @@ def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_
                 "arn:aws:s3:::archive"
             ):
                 assert set(_as_list(st["Action"])) <= {"s3:GetObject", "s3:ListBucket"}
-    queue_arn = cpu_stack.one("aws:sqs/queue:Queue", "tasks").state["arn"]
-    dlq_arn = cpu_stack.one("aws:sqs/queue:Queue", "dlq").state["arn"]
+    (queue, dlq), (live, live_dlq) = (_lane(cpu_stack, lane) for lane in Lane)
     sqs = [st for st in statements if any(a.startswith("sqs:") for a in _as_list(st["Action"]))]
-    assert [st["Resource"] for st in sqs] == [queue_arn, dlq_arn]
-    # it sends to the tasks queue only the messages it hands back (worker/ledger.py)
-    assert sorted(_as_list(sqs[0]["Action"])) == [
+    assert [st["Resource"] for st in sqs] == [
+        queue.state["arn"],
+        dlq.state["arn"],
+        live.state["arn"],
+        live_dlq.state["arn"],
+    ]
+    # it sends to a lane's queue only the messages it hands back (worker/ledger.py)
+    lane_actions = [
         "sqs:ChangeMessageVisibility",
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
@@ -271,7 +319,8 @@ def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_
         "sqs:ReceiveMessage",
         "sqs:SendMessage",
     ]
-    # only an invalid body goes to the dead-letter queue, sent by the worker with its reason
+    assert sorted(_as_list(sqs[0]["Action"])) == lane_actions
+    # only an invalid body goes to a dead-letter queue, sent by the worker with its reason
     assert sorted(_as_list(sqs[1]["Action"])) == ["sqs:GetQueueUrl", "sqs:SendMessage"]
     # results are read back only where attempt markers live
     result_reads = [
@@ -282,6 +331,81 @@ def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_
         if "posefleet-results" in resource
     ]
     assert result_reads == ["arn:aws:s3:::posefleet-results/*/attempts/*"]
+
+
+def test_the_worker_uses_the_live_lane_as_it_uses_the_backfill_lane(cpu_stack):
+    statements = {st["Sid"]: st for st in _statements(cpu_stack, "task-policy")}
+    for backfill, live in (("TasksQueue", "LiveQueue"), ("DeadLetters", "LiveDeadLetters")):
+        assert sorted(_as_list(statements[live]["Action"])) == sorted(
+            _as_list(statements[backfill]["Action"])
+        )
+        assert "Condition" not in statements[live] and "Condition" not in statements[backfill]
+    (live, live_dlq) = _lane(cpu_stack, Lane.LIVE)
+    assert statements["LiveQueue"]["Resource"] == live.state["arn"]
+    assert statements["LiveDeadLetters"]["Resource"] == live_dlq.state["arn"]
+
+
+def test_the_worker_publishes_events_on_its_topic_only_with_its_key_only(cpu_stack):
+    topic = cpu_stack.named(TOPIC, "posefleet-events")
+    key = cpu_stack.one("aws:kms/key:Key")
+    statements = _statements(cpu_stack, "task-policy")
+    sns = [st for st in statements if any(a.startswith("sns:") for a in _as_list(st["Action"]))]
+    assert [(st["Action"], st["Resource"]) for st in sns] == [("sns:Publish", topic.state["arn"])]
+    kms = [st for st in statements if any(a.startswith("kms:") for a in _as_list(st["Action"]))]
+    assert [(sorted(st["Action"]), st["Resource"]) for st in kms] == [
+        (["kms:Decrypt", "kms:GenerateDataKey"], key.state["arn"])
+    ]
+    # through SNS and for the events topic's messages only: not the alarms topic's, not any other
+    assert kms[0]["Condition"]["StringEquals"] == {
+        "kms:ViaService": f"sns.{REGION}.amazonaws.com",
+        "kms:EncryptionContext:aws:sns:topicArn": topic.state["arn"],
+    }
+
+
+TOPIC = "aws:sns/topic:Topic"
+
+
+def test_events_reach_a_queue_subscribed_with_raw_delivery(cpu_stack):
+    topic = cpu_stack.named(TOPIC, "posefleet-events")
+    queue = cpu_stack.named(QUEUE, "posefleet-events")
+    key = cpu_stack.one("aws:kms/key:Key")
+    assert topic.state["kmsMasterKeyId"] == key.state["arn"]  # the stack's TopicKey (SNS.1)
+    (subscription,) = [
+        s
+        for s in cpu_stack.of("aws:sns/topicSubscription:TopicSubscription")
+        if s.state["protocol"] == "sqs"
+    ]
+    assert subscription.state["topic"] == topic.state["arn"]
+    assert subscription.state["endpoint"] == queue.state["arn"]
+    assert subscription.state["rawMessageDelivery"] is True  # the body is the event's JSON
+    assert queue.state["sqsManagedSseEnabled"] and "redrivePolicy" not in queue.state
+    assert queue.state["messageRetentionSeconds"] == QueueSpec().retention_seconds
+    policy = _policy(cpu_stack.named(QUEUE_POLICY, "posefleet-events-policy"))
+    assert _tls_denied(policy, queue.state["arn"])
+    (grant,) = [st for st in policy["Statement"] if st["Effect"] == "Allow"]
+    assert grant["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert grant["Action"] == "sqs:SendMessage" and grant["Resource"] == queue.state["arn"]
+    assert grant["Condition"] == {"ArnEquals": {"aws:SourceArn": [topic.state["arn"]]}}
+    topic_policy = _policy(cpu_stack.one("aws:sns/topicPolicy:TopicPolicy"))
+    assert cpu_stack.one("aws:sns/topicPolicy:TopicPolicy").state["arn"] == topic.state["arn"]
+    assert _tls_denied(topic_policy, topic.state["arn"])
+    assert [st["Effect"] for st in topic_policy["Statement"]] == ["Deny"]
+
+
+@pytest.mark.parametrize("stack_name", ["cpu_stack", "gpu_stack"])
+def test_the_worker_is_told_both_lanes_and_the_events_topic(stack_name, request):
+    stack = request.getfixturevalue(stack_name)
+    env = {e["name"]: e["value"] for e in _container(stack)["environment"]}
+    (queue, _), (live, _) = (_lane(stack, lane) for lane in Lane)
+    assert env["POSEFLEET_QUEUE_URL"] == queue.state["url"]
+    assert env["POSEFLEET_LIVE_QUEUE_URL"] == live.state["url"]
+    assert env["POSEFLEET_EVENTS_TOPIC"] == stack.named(TOPIC, "posefleet-events").state["arn"]
+    # each is a setting the worker reads (posefleet/settings.py)
+    from posefleet.settings import WorkerSettings
+
+    fields = WorkerSettings.model_fields
+    for name in ("POSEFLEET_LIVE_QUEUE_URL", "POSEFLEET_EVENTS_TOPIC"):
+        assert name.removeprefix("POSEFLEET_").lower() in fields, name
 
 
 def test_cpu_mode_runs_on_fargate_and_fargate_spot(cpu_stack):
@@ -324,27 +448,166 @@ def test_gpu_mode_adds_the_capacity_provider_and_the_gpu_requirement(gpu_stack):
     ]
 
 
-def test_autoscaling_reaches_zero_and_comes_back_for_work(cpu_stack, gpu_stack):
+def _queries(alarm: Recorded) -> dict[str, dict]:
+    """An alarm's metric math by id: each metric as (namespace, name, dimensions), and the
+    expression."""
+    found = {}
+    for q in alarm.state["metricQueries"]:
+        metric = q.get("metric")
+        found[q["id"]] = (
+            (metric["namespace"], metric["metricName"], metric["dimensions"])
+            if metric
+            else q["expression"]
+        )
+    return found
+
+
+def _sqs(metric: str, queue: str) -> tuple[str, str, dict]:
+    return ("AWS/SQS", metric, {"QueueName": queue})
+
+
+def test_autoscaling_reaches_zero_and_comes_back_for_work_on_either_lane(cpu_stack, gpu_stack):
     target = cpu_stack.one("aws:appautoscaling/target:Target")
     assert (target.state["minCapacity"], target.state["maxCapacity"]) == (0, 20)
-    backlog = cpu_stack.one("aws:appautoscaling/policy:Policy", "backlog")
-    tracking = backlog.state["targetTrackingScalingPolicyConfiguration"]
-    assert tracking["targetValue"] == 50  # 600 s acceptable latency / 12 s per task
-    expressions = [
-        q.get("expression") for q in tracking["customizedMetricSpecification"]["metrics"]
-    ]
-    assert "visible / IF(running > 0, running, 1)" in expressions
+    alarms = {a.name.removeprefix("posefleet-"): a for a in cpu_stack.of(ALARM)}
+    start = _queries(alarms["work-waiting-no-workers"])
+    assert start["visible"] == _sqs(QUEUE_VISIBLE, "posefleet-tasks")
+    assert start["live_visible"] == _sqs(QUEUE_VISIBLE, "posefleet-live-tasks")
+    assert start["start"] == "IF(visible + live_visible > 0 AND FILL(running, 0) == 0, 1, 0)"
     to_zero = cpu_stack.one("aws:appautoscaling/policy:Policy", "to-zero")
     step = to_zero.state["stepScalingPolicyConfiguration"]
     assert (
         step["adjustmentType"] == "ExactCapacity"
         and step["stepAdjustments"][0]["scalingAdjustment"] == 0
     )
-    assert cpu_stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", "queue-idle")
-    assert cpu_stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", "work-waiting-no-workers")
+    idle = _queries(alarms["queue-idle"])  # both lanes empty, visible and in flight
+    assert idle["queued"] == "visible + inflight + live_visible + live_inflight"
+    for qid, metric, queue in (
+        ("visible", QUEUE_VISIBLE, "posefleet-tasks"),
+        ("inflight", QUEUE_IN_FLIGHT, "posefleet-tasks"),
+        ("live_visible", QUEUE_VISIBLE, "posefleet-live-tasks"),
+        ("live_inflight", QUEUE_IN_FLIGHT, "posefleet-live-tasks"),
+    ):
+        assert idle[qid] == _sqs(metric, queue), qid
+    assert alarms["queue-idle"].state["alarmActions"] == [to_zero.state["arn"]]
     assert not [
         p for p in gpu_stack.of("aws:appautoscaling/policy:Policy") if "to-zero" in p.name
     ]  # minTasks 1
+
+
+def _tracked(stack: Stack) -> tuple[dict, dict[str, Any]]:
+    backlog = stack.one("aws:appautoscaling/policy:Policy", "backlog")
+    tracking = backlog.state["targetTrackingScalingPolicyConfiguration"]
+    metrics = {}
+    for q in tracking["customizedMetricSpecification"]["metrics"]:
+        stat = q.get("metricStat")
+        if stat:
+            metric = stat["metric"]
+            dims = {d["name"]: d["value"] for d in metric["dimensions"]}
+            metrics[q["id"]] = (metric["namespace"], metric["metricName"], dims, stat["stat"])
+        else:
+            metrics[q["id"]] = q["expression"]
+    return tracking, metrics
+
+
+def _backlog_per_task(expression: str, **values: float) -> float:
+    """Evaluates target tracking's metric math for given metric values (arithmetic and the one
+    IF it uses)."""
+    python = expression.replace("IF(running > 0, running, 1)", "max(running, 1)")
+    assert "IF" not in python and "FILL" not in python, expression
+    return eval(python, {"max": max}, values)  # the stack's own expression, no input
+
+
+def test_target_tracking_keeps_the_workers_both_lanes_need(cpu_stack):
+    tracking, metrics = _tracked(cpu_stack)
+    target = tracking["targetValue"]
+    assert target == 50  # 600 s acceptable latency / 12 s per task
+    assert metrics["visible"][:3] == _sqs(QUEUE_VISIBLE, "posefleet-tasks")
+    assert metrics["live_done"][:3] == _sqs(QUEUE_DELETED, "posefleet-live-tasks")
+    assert metrics["live_waiting"][:3] == _sqs(QUEUE_VISIBLE, "posefleet-live-tasks")
+    assert metrics["running"][1] == "RunningTaskCount"
+    assert {metrics[q][3] for q in ("visible", "live_done", "live_waiting")} == {"Sum"}
+
+    def per_task(**values: float) -> float:
+        return _backlog_per_task(metrics["backlog"], **values)
+
+    # The backfill: 50 tasks waiting per worker is the target, as before the live lane.
+    assert per_task(visible=500, live_done=0, live_waiting=0, running=10) == target
+    # Steady live traffic that SQS never sees waiting: 100 photos a minute, 0.6 s each, keep
+    # two workers half busy, and target tracking holds two (scales in below, out above).
+    assert per_task(visible=0, live_done=100, live_waiting=0, running=2) == target
+    assert per_task(visible=0, live_done=100, live_waiting=0, running=3) < target
+    assert per_task(visible=0, live_done=100, live_waiting=0, running=1) > target
+    # Live photos waiting count like those labelled; both lanes add up.
+    assert per_task(visible=0, live_done=50, live_waiting=50, running=2) == target
+    assert per_task(visible=100, live_done=100, live_waiting=0, running=4) == target
+    # Nothing on either lane: scale in (to zero, by the idle alarm, when nothing is in flight).
+    assert per_task(visible=0, live_done=0, live_waiting=0, running=3) == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds_per_task", "task_size", "latency"), [(12.0, 20, 600), (2.0, 20, 600), (30.0, 10, 120)]
+)
+def test_a_worker_half_busy_with_live_photos_weighs_a_full_backlog(
+    seconds_per_task, task_size, latency
+):
+    c = StackConfig(
+        seconds_per_task=seconds_per_task, task_size=task_size, acceptable_latency_seconds=latency
+    )
+    photos_per_minute = 30 / (seconds_per_task / task_size)  # half of 60 s of a worker
+    assert photos_per_minute * c.live_photo_tasks == pytest.approx(c.backlog_target)
+
+
+def test_live_work_waiting_adds_a_worker_each_minute(cpu_stack):
+    alarm = cpu_stack.named(ALARM, "posefleet-live-work-waiting")
+    queries = _queries(alarm)
+    assert queries["live_visible"] == _sqs(QUEUE_VISIBLE, "posefleet-live-tasks")
+    assert queries["live_age"] == _sqs(QUEUE_OLDEST_AGE, "posefleet-live-tasks")
+    # visible and old: a message a worker holds ages too, and more workers would not help it
+    assert queries["waiting"] == "IF(live_visible > 0 AND live_age >= 10, 1, 0)"
+    assert (alarm.state["threshold"], alarm.state["comparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    (policy,) = [
+        p
+        for p in cpu_stack.of("aws:appautoscaling/policy:Policy")
+        if p.state["arn"] in alarm.state["alarmActions"]
+    ]
+    step = policy.state["stepScalingPolicyConfiguration"]
+    assert step["adjustmentType"] == "ChangeInCapacity"
+    assert [s["scalingAdjustment"] for s in step["stepAdjustments"]] == [1]
+    assert step["cooldown"] == 60
+
+
+@pytest.fixture(scope="module")
+def live_stack() -> Stack:
+    """The live lane's settings away from their defaults."""
+    return run_program(
+        StackConfig(
+            image_digest=IMAGE_DIGEST,
+            live_min_workers=1,
+            live_wait_seconds=20,
+            live_latency_alarm_seconds=12.5,
+        )
+    )
+
+
+def test_live_min_workers_keeps_warm_workers_on_fargate_spot(live_stack, cpu_stack):
+    target = live_stack.one("aws:appautoscaling/target:Target")
+    assert target.state["minCapacity"] == 1
+    assert live_stack.one("aws:ecs/service:Service").state["desiredCount"] == 1
+    assert not [p for p in live_stack.of("aws:appautoscaling/policy:Policy") if "to-zero" in p.name]
+    assert not [a for a in live_stack.of(ALARM) if "queue-idle" in a.name]
+
+    def bases(stack: Stack) -> dict[str, int]:
+        strategy = stack.one("aws:ecs/service:Service").state["capacityProviderStrategies"]
+        return {s["capacityProvider"]: s["base"] for s in strategy}
+
+    assert bases(live_stack) == {"FARGATE": 0, "FARGATE_SPOT": 1}  # the warm one: Spot's price
+    assert bases(cpu_stack) == {"FARGATE": 0, "FARGATE_SPOT": 0}
+    waiting = _queries(live_stack.named(ALARM, "posefleet-live-work-waiting"))["waiting"]
+    assert waiting == "IF(live_visible > 0 AND live_age >= 20, 1, 0)"
 
 
 def _posefleet_metrics_in_dashboard(body: dict) -> set[str]:
@@ -375,30 +638,82 @@ def test_every_metric_on_the_dashboard_and_alarms_is_one_the_worker_emits(stack_
     assert (m.GPU_UTILIZATION in used) == (stack_name == "gpu_stack")
 
 
-def test_alarms_cover_dead_letters_age_failures_and_stalls_and_notify_sns(cpu_stack):
-    topic = cpu_stack.one("aws:sns/topic:Topic")
-    alarms = {
-        a.name.removeprefix("posefleet-"): a
-        for a in cpu_stack.of("aws:cloudwatch/metricAlarm:MetricAlarm")
-    }
-    for name in ("dead-letters", "oldest-message", "failure-rate", "no-progress"):
+def test_alarms_cover_dead_letters_age_failures_stalls_and_live_latency_and_notify_sns(
+    cpu_stack,
+):
+    topic = cpu_stack.named(TOPIC, "posefleet-alarms")
+    alarms = {a.name.removeprefix("posefleet-"): a for a in cpu_stack.of(ALARM)}
+    for name in (
+        "dead-letters",
+        "live-dead-letters",
+        "oldest-message",
+        "failure-rate",
+        "no-progress",
+        "live-latency",
+    ):
         assert alarms[name].state["alarmActions"] == [topic.state["arn"]], name
-    assert alarms["dead-letters"].state["threshold"] == 0
+    for name, lane in (("dead-letters", Lane.BACKFILL), ("live-dead-letters", Lane.LIVE)):
+        _, dlq = _lane(cpu_stack, lane)
+        assert alarms[name].state["dimensions"] == {"QueueName": dlq.state["name"]}, name
+        assert alarms[name].state["threshold"] == 0
     assert alarms["oldest-message"].state["threshold"] == 3600
-    assert (
-        cpu_stack.one("aws:sns/topicSubscription:TopicSubscription").state["endpoint"]
-        == "ops@example.com"
-    )
+    stuck = _queries(alarms["no-progress"])  # work queued on either lane, nothing processed
+    assert stuck["live_visible"] == _sqs(QUEUE_VISIBLE, "posefleet-live-tasks")
+    assert stuck["stuck"].startswith("IF(visible + live_visible > 0")
+    (email,) = [
+        s
+        for s in cpu_stack.of("aws:sns/topicSubscription:TopicSubscription")
+        if s.state["protocol"] == "email"
+    ]
+    assert email.state["endpoint"] == "ops@example.com"
+    assert email.state["topic"] == topic.state["arn"]
+
+
+def test_live_latency_alarms_on_the_p95_of_upload_to_label(cpu_stack, live_stack):
+    for stack, seconds in ((cpu_stack, 30), (live_stack, 12.5)):  # liveLatencyAlarmSeconds
+        alarm = stack.named(ALARM, "posefleet-live-latency")
+        assert alarm.state["namespace"] == m.NAMESPACE
+        assert alarm.state["metricName"] == m.END_TO_END_LATENCY
+        # the dimensions the worker emits it with (worker/write.py): its service and the lane
+        assert alarm.state["dimensions"] == {m.DIM_SERVICE: m.SERVICE, m.DIM_LANE: "live"}
+        assert alarm.state["extendedStatistic"] == "p95" and "statistic" not in alarm.state
+        assert alarm.state["threshold"] == seconds * 1000  # EndToEndLatency is in milliseconds
+        assert alarm.state["comparisonOperator"] == "GreaterThanThreshold"
+        # 3 slow minutes of 5: one cold start does not raise it, a fleet that cannot keep up does
+        assert (alarm.state["datapointsToAlarm"], alarm.state["evaluationPeriods"]) == (3, 5)
+        assert alarm.state["treatMissingData"] == "notBreaching"  # no uploads is not slow
 
 
 def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
-    parameter = cpu_stack.one("aws:ssm/parameter:Parameter")
     from posefleet.resources import DISCOVERY_PARAMETER
 
+    parameter = cpu_stack.one("aws:ssm/parameter:Parameter")
     assert parameter.state["name"] == DISCOVERY_PARAMETER
     value = json.loads(parameter.state["value"])
-    assert value["queue_url"].endswith("posefleet-tasks")
-    assert value["results"] == "s3://posefleet-results/results"
+    (queue, dlq), (live, live_dlq) = (_lane(cpu_stack, lane) for lane in Lane)
+    topic = cpu_stack.named(TOPIC, "posefleet-events").state["arn"]
+    events_queue = cpu_stack.named(QUEUE, "posefleet-events").state["url"]
+    assert value == {
+        "queue_url": queue.state["url"],
+        "live_queue_url": live.state["url"],
+        "events_topic": topic,
+        "events_queue_url": events_queue,
+        "results": "s3://posefleet-results/results",
+        "model": "s3://posefleet-models/pose_classifier/current.json",
+    }
+    # every key the producer's discovery reads is there (producer/discovery.py)
+    import inspect
+
+    from producer import discovery
+
+    read = set(re.findall(r'"(\w+_url|results)"', inspect.getsource(discovery)))
+    assert {"queue_url", "live_queue_url", "events_queue_url", "results"} <= read
+    assert read <= set(value), read - set(value)
+    outputs = cpu_stack.outputs
+    assert outputs["live_queue_url"] == live.state["url"]
+    assert outputs["live_dlq_url"] == live_dlq.state["url"]
+    assert outputs["events_topic"] == topic and outputs["events_queue_url"] == events_queue
+    assert (outputs["queue_url"], outputs["dlq_url"]) == (queue.state["url"], dlq.state["url"])
 
 
 @pytest.mark.parametrize(
@@ -409,6 +724,11 @@ def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
         ({"drain_seconds": 150}, "stopTimeout"),
         ({"backend": "tensorrt"}, "backend"),
         ({"backend": "openvino-int8", "capacity": "gpu"}, "runs on CPUs"),
+        ({"live_min_workers": 30}, "liveMinWorkers"),
+        ({"live_min_workers": -1}, "liveMinWorkers"),
+        ({"live_wait_seconds": 0}, "liveWaitSeconds"),
+        ({"live_latency_alarm_seconds": 0}, "liveLatencyAlarmSeconds"),
+        ({"task_size": 0}, "taskSize"),
     ],
 )
 def test_bad_config_fails_before_anything_is_built(kwargs, message):
@@ -423,10 +743,14 @@ def test_the_deployed_dashboard_is_the_one_definition(stack_name, request):
     stack = request.getfixturevalue(stack_name)
     body = json.loads(stack.one("aws:cloudwatch/dashboard:Dashboard").state["dashboardBody"])
     deployed = body["widgets"]
-    queue, dlq = (stack.one("aws:sqs/queue:Queue", part).state["name"] for part in ("tasks", "dlq"))
+    (queue, dlq), (live, live_dlq) = (
+        (q.state["name"] for q in _lane(stack, lane)) for lane in Lane
+    )
     defined = widgets(
         queue=queue,
         dlq=dlq,
+        live_queue=live,
+        live_dlq=live_dlq,
         cluster="c",
         service="s",
         metrics_service=m.SERVICE,
@@ -452,9 +776,18 @@ def test_the_deployed_dashboard_is_the_one_definition(stack_name, request):
             assert [row[2:-1] for row in plain] == [
                 [part for pair in x.dimensions for part in pair] for x in widget.metrics
             ]
-    titles = " ".join(w.title.lower() for w in defined)  # the widgets the issue names
+    titles = " ".join(w.title.lower() for w in defined)  # the widgets the issues name
     for word in ("images per second", "stage", "failures", "batch", "latency", "dead-letter"):
         assert word in titles, word
+    # the live lane is seen: its queue's depth and oldest message, its dead letters
+    live_rows = [
+        row
+        for w in deployed
+        for row in w["properties"]["metrics"]
+        if isinstance(row[0], str) and live in row
+    ]
+    assert {row[1] for row in live_rows} >= {QUEUE_VISIBLE, QUEUE_IN_FLIGHT, QUEUE_OLDEST_AGE}
+    assert any(live_dlq in row for w in deployed for row in w["properties"]["metrics"])
 
 
 # --- Security controls (issue 22; docs/security.md maps each to its AWS control) ---------------
@@ -546,7 +879,7 @@ def control_ec2_10_55_56_vpc_endpoints_for_every_aws_api(stack: Stack) -> None:
         for e in stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")
     }
     gpu = bool(stack.of("aws:ec2/launchTemplate:LaunchTemplate"))
-    interface = {"ec2", "ecr.api", "ecr.dkr", "sqs", "logs"}  # EC2.10, EC2.55, EC2.56
+    interface = {"ec2", "ecr.api", "ecr.dkr", "sqs", "sns", "logs"}  # EC2.10, EC2.55, EC2.56
     interface |= {"ecs", "ecs-agent", "ecs-telemetry"} if gpu else set()
     assert interface | {"s3"} <= set(endpoints), sorted(endpoints)
     for service in interface:
@@ -615,6 +948,33 @@ def control_sqs_tls_only_and_s3_events_from_this_account(stack: Stack) -> None:
                 assert st["Condition"]["ArnLike"]["aws:SourceArn"]
 
 
+def control_sqs_takes_sns_deliveries_only_from_the_stacks_topics(stack: Stack) -> None:
+    topics = {t.state["arn"] for t in stack.of(TOPIC)}
+    granted = 0
+    for policy in stack.of(QUEUE_POLICY):
+        for st in _policy(policy)["Statement"]:
+            if st["Effect"] == "Allow" and st["Principal"] == {"Service": "sns.amazonaws.com"}:
+                sources = _as_list(st["Condition"]["ArnEquals"]["aws:SourceArn"])
+                assert sources and set(sources) <= topics, policy.name
+                assert _as_list(st["Action"]) == ["sqs:SendMessage"], policy.name
+                granted += 1
+    assert granted == 1, "the events queue, subscribed to the events topic"
+
+
+def control_sns_topics_published_to_by_the_workers_are_tls_only(stack: Stack) -> None:
+    published = {
+        resource
+        for policy in stack.of("aws:iam/rolePolicy:RolePolicy")
+        for st in _policy(policy)["Statement"]
+        if "sns:Publish" in _as_list(st["Action"])
+        for resource in _as_list(st["Resource"])
+    }
+    assert published, "the workers publish events"
+    policies = {p.state["arn"]: _policy(p) for p in stack.of("aws:sns/topicPolicy:TopicPolicy")}
+    for topic in published:
+        assert topic in policies and _tls_denied(policies[topic], topic), topic
+
+
 def control_s3_12_acls_disabled(stack: Stack) -> None:
     for bucket in stack.of("aws:s3/bucket:Bucket"):
         ownership = stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", bucket.name)
@@ -674,6 +1034,9 @@ CONTROLS: dict[str, Callable[[Stack], None]] = {
     "image deployed by digest": control_the_image_is_deployed_by_digest,
     "SQS TLS only, S3->SQS aws:SourceAccount": control_sqs_tls_only_and_s3_events_from_this_account,
     "S3.12 ACLs disabled": control_s3_12_acls_disabled,
+    # the live lane (issue 21): the events channel
+    "SNS->SQS aws:SourceArn": control_sqs_takes_sns_deliveries_only_from_the_stacks_topics,
+    "SNS topics TLS only": control_sns_topics_published_to_by_the_workers_are_tls_only,
     "SNS.1 topics encrypted": control_sns_1_topics_encrypted,
     "IAM trust policies scoped": control_iam_trust_policies_scoped,
     "GPU hosts: hop limit 1, IMDS blocked, EBS encrypted": (
@@ -742,6 +1105,18 @@ def test_the_image_is_deployed_by_digest(stack_name, request):
 @BOTH
 def test_sqs_tls_only_and_s3_events_from_this_account(stack_name, request):
     control_sqs_tls_only_and_s3_events_from_this_account(request.getfixturevalue(stack_name))
+
+
+@BOTH
+def test_sqs_takes_sns_deliveries_only_from_the_stacks_topics(stack_name, request):
+    control_sqs_takes_sns_deliveries_only_from_the_stacks_topics(
+        request.getfixturevalue(stack_name)
+    )
+
+
+@BOTH
+def test_sns_topics_published_to_by_the_workers_are_tls_only(stack_name, request):
+    control_sns_topics_published_to_by_the_workers_are_tls_only(request.getfixturevalue(stack_name))
 
 
 @BOTH
@@ -903,10 +1278,16 @@ def test_the_stacks_vpc_is_private_in_as_many_zones_as_asked():
     assert not routes.state.get("routes")  # local only: no internet gateway, no NAT
 
 
-def test_without_the_customer_key_the_topic_is_not_encrypted():
+def test_without_the_customer_key_the_topics_are_not_encrypted():
     stack = run_program(StackConfig(image_digest=IMAGE_DIGEST, customer_kms_key=False))
     assert not stack.of("aws:kms/key:Key")
-    assert not stack.one("aws:sns/topic:Topic").state.get("kmsMasterKeyId")
+    topics = stack.of(TOPIC)
+    assert sorted(t.name for t in topics) == ["posefleet-alarms", "posefleet-events"]
+    assert not any(t.state.get("kmsMasterKeyId") for t in topics)
+    # and the worker gets no key to use: it publishes in the clear, over TLS still
+    statements = _statements(stack, "task-policy")
+    assert not [st for st in statements if "kms:" in json.dumps(st["Action"])]
+    assert [st["Sid"] for st in statements if st["Action"] == "sns:Publish"] == ["PublishEvents"]
     with pytest.raises(AssertionError, match="not encrypted"):
         control_sns_1_topics_encrypted(stack)
 
@@ -925,3 +1306,21 @@ def test_without_the_customer_key_the_topic_is_not_encrypted():
 def test_bad_security_config_fails_before_anything_is_built(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StackConfig(**kwargs)
+
+
+def test_the_live_lanes_settings_are_read_from_the_stacks_config():
+    from pulumi.runtime import config as runtime_config
+
+    given = {"liveMinWorkers": "2", "liveWaitSeconds": "15", "liveLatencyAlarmSeconds": "7.5"}
+    before = dict(runtime_config.CONFIG.get())
+    runtime_config.set_all_config({**before, **{f"posefleet:{k}": v for k, v in given.items()}})
+    try:
+        loaded = StackConfig.load()
+    finally:
+        runtime_config.set_all_config(before)
+    assert (
+        loaded.live_min_workers,
+        loaded.live_wait_seconds,
+        loaded.live_latency_alarm_seconds,
+    ) == (2, 15, 7.5)
+    assert loaded.floor == 2 and StackConfig.load().floor == 0  # minTasks 0: the default

@@ -16,6 +16,10 @@ from infra.policies import assume_role, execution_policy, task_policy
 class WorkerRolesArgs:
     queue_arn: pulumi.Input[str]
     dlq_arn: pulumi.Input[str]
+    live_queue_arn: pulumi.Input[str]
+    live_dlq_arn: pulumi.Input[str]
+    events_topic_arn: pulumi.Input[str]
+    topic_key_arn: pulumi.Input[str] | None  # the events topic's key; None: it has none
     results_bucket: pulumi.Input[str]
     models_bucket: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
@@ -44,27 +48,18 @@ class WorkerRoles(pulumi.ComponentResource):
             f"{name}-task-policy",
             role=self.task_role.id,
             policy=pulumi.Output.all(
-                args.queue_arn,
-                args.results_bucket,
-                args.models_bucket,
-                args.cluster_name,
-                region,
-                account,
-                args.dlq_arn,
-            ).apply(
-                lambda v: json.dumps(
-                    task_policy(
-                        queue_arn=v[0],
-                        results_bucket=v[1],
-                        models_bucket=v[2],
-                        cluster_name=v[3],
-                        region=v[4],
-                        account=v[5],
-                        dlq_arn=v[6],
-                        input_buckets=args.input_buckets,
-                    )
-                )
-            ),
+                queue_arn=args.queue_arn,
+                dlq_arn=args.dlq_arn,
+                live_queue_arn=args.live_queue_arn,
+                live_dlq_arn=args.live_dlq_arn,
+                events_topic_arn=args.events_topic_arn,
+                topic_key_arn=args.topic_key_arn,
+                results_bucket=args.results_bucket,
+                models_bucket=args.models_bucket,
+                cluster_name=args.cluster_name,
+                region=region,
+                account=account,
+            ).apply(lambda v: json.dumps(task_policy(**v, input_buckets=args.input_buckets))),
             opts=child,
         )
         aws.iam.RolePolicy(

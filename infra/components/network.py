@@ -11,9 +11,9 @@ With ``vpcId`` and ``subnetIds`` the workers run in your subnets instead; the en
 there too unless ``vpcEndpoints`` is false (your VPC already has them, or routes through a NAT),
 and then outbound is HTTPS to anywhere.
 
-A worker calls S3, SQS and (through awslogs) CloudWatch Logs; ECS pulls its image from ECR (API,
-registry, and layers from S3). A GPU host's ECS agent also calls the ECS control plane. A new
-AWS API the worker calls needs its endpoint in the lists below.
+A worker calls S3, SQS, SNS (the events it publishes) and (through awslogs) CloudWatch Logs; ECS
+pulls its image from ECR (API, registry, and layers from S3). A GPU host's ECS agent also calls
+the ECS control plane. A new AWS API the worker calls needs its endpoint in the lists below.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pulumi_aws as aws
 # Gateway endpoints: route-table entries, no hourly price.
 GATEWAY_SERVICES = ("s3", "dynamodb")
 # Interface endpoints every stack needs (ec2: Security Hub EC2.10 asks for it in every VPC).
-INTERFACE_SERVICES = ("sqs", "ecr.api", "ecr.dkr", "logs", "ec2")
+INTERFACE_SERVICES = ("sqs", "sns", "ecr.api", "ecr.dkr", "logs", "ec2")
 # And the ECS agent of a GPU host (Fargate's agent reaches ECS by itself).
 GPU_INTERFACE_SERVICES = ("ecs", "ecs-agent", "ecs-telemetry")
 HTTPS = 443

@@ -1,6 +1,7 @@
-"""Tasks queue and its dead-letter queue, with posefleet.resources' settings: encrypted
-(SSE-SQS), TLS only (each queue's policy denies any request not made over TLS), and S3 event
-notifications accepted only from the named buckets of this account."""
+"""One lane's queue and its dead-letter queue (``posefleet.resources.Lane``: the backfill lane and
+the live lane are each one of these, from the one ``QueueSpec``): encrypted (SSE-SQS), TLS only
+(each queue's policy denies any request not made over TLS), and S3 event notifications accepted
+only from the named buckets of this account (the live lane's, which uploads reach)."""
 
 from __future__ import annotations
 

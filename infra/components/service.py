@@ -27,6 +27,9 @@ class WorkerServiceArgs:
     memory: int
     spot_weight: int
     desired: int
+    # Tasks placed on Fargate Spot before the weights apply: the live lane's warm workers
+    # (liveMinWorkers), so that what they cost is Spot's price (docs/deploy.md).
+    spot_base: int = 0
     task_role_arn: pulumi.Input[str]
     execution_role_arn: pulumi.Input[str]
     log_group: pulumi.Input[str]
@@ -109,7 +112,11 @@ class WorkerService(pulumi.ComponentResource):
             strategy = [{"capacity_provider": "FARGATE", "weight": 1, "base": 0}]
             if args.spot_weight > 0:
                 strategy.append(
-                    {"capacity_provider": "FARGATE_SPOT", "weight": args.spot_weight, "base": 0}
+                    {
+                        "capacity_provider": "FARGATE_SPOT",
+                        "weight": args.spot_weight,
+                        "base": args.spot_base,
+                    }
                 )
         self.service = aws.ecs.Service(
             f"{name}-service",

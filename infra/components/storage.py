@@ -1,6 +1,6 @@
 """Results and models buckets: private, encrypted, TLS only, ACLs disabled (S3.12); versioned
 models; expiring results. Optional S3 event notifications from named input buckets into the
-tasks queue.
+live lane's queue: an upload is live work (posefleet.local.route_uploads does the same locally).
 
 The models bucket holds the one thing every result depends on, so only its publishers may write
 there: the publisher role this component makes (``python -m training publish`` assumes it), the
@@ -25,7 +25,7 @@ from posefleet.model_pointer import MODELS_PREFIX
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageArgs:
     results_expire_days: int
-    queue_arn: pulumi.Input[str]
+    live_queue_arn: pulumi.Input[str]  # where inputs with ``notify`` send ObjectCreated events
     input_buckets: tuple[InputBucket, ...] = ()
     model_publishers: tuple[str, ...] = ()  # more principals that may write models
     models_object_lock: bool = False
@@ -103,7 +103,7 @@ class Storage(pulumi.ComponentResource):
                 bucket=bucket,
                 queues=[
                     {
-                        "queue_arn": args.queue_arn,
+                        "queue_arn": args.live_queue_arn,
                         "events": ["s3:ObjectCreated:*"],
                         "filter_prefix": e.prefix,
                     }
