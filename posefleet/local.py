@@ -1,9 +1,11 @@
-"""Local mode: moto's server on 127.0.0.1, speaking the real S3 and SQS protocols.
+"""Local mode: moto's server on 127.0.0.1, speaking the real S3, SQS, DynamoDB and SNS
+protocols.
 
-:class:`LocalAWS` starts the server on a free loopback port and stops it (by its process handle);
-:func:`bootstrap` creates the tasks queue, its dead-letter queue and the buckets with the same
-settings infra/ provisions (:mod:`posefleet.resources`). Producer and worker then run unchanged
-with :meth:`LocalAWS.env` in their environment.
+:class:`LocalAWS` starts the server (:mod:`posefleet.moto_server`: moto's, with DynamoDB's
+atomicity) on a free loopback port and stops it (by its process handle); :func:`bootstrap`
+creates the tasks queue, its dead-letter queue, the buckets and the job records' table with the
+same settings infra/ provisions (:mod:`posefleet.resources`, :mod:`posefleet.job_record`).
+Producer and worker then run unchanged with :meth:`LocalAWS.env` in their environment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME, QueueSpec
+from posefleet.job_record import TTL_ATTRIBUTE, table_definition
+from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_JOBS_TABLE, DEFAULT_QUEUE_NAME, QueueSpec
 
 __all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port", "stop_with_parent"]
 
@@ -74,8 +77,9 @@ class LocalAWS:
 
     def start(self, timeout: float = 30.0) -> LocalAWS:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        server = ["-m", "posefleet.moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, *server],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=self.own_session,
@@ -123,6 +127,7 @@ class LocalAWS:
 class LocalQueues:
     queue_url: str
     dlq_url: str
+    jobs_table: str | None = None  # created when bootstrap was given a DynamoDB client
 
 
 def bootstrap(
@@ -133,8 +138,11 @@ def bootstrap(
     spec: QueueSpec | None = None,
     queue_name: str = DEFAULT_QUEUE_NAME,
     dlq_name: str = DEFAULT_DLQ_NAME,
+    dynamodb: Any = None,
+    jobs_table: str = DEFAULT_JOBS_TABLE,
 ) -> LocalQueues:
-    """Create (or reuse) the queues and buckets, as infra/ would."""
+    """Create (or reuse) the queues and buckets, and with ``dynamodb`` the job records' table,
+    as infra/ would."""
     spec = spec or QueueSpec()
     for bucket in buckets:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -146,4 +154,12 @@ def bootstrap(
     queue_url = sqs.create_queue(QueueName=queue_name, Attributes=spec.queue_attributes(dlq_arn))[
         "QueueUrl"
     ]
-    return LocalQueues(queue_url=queue_url, dlq_url=dlq_url)
+    if dynamodb is None:
+        return LocalQueues(queue_url=queue_url, dlq_url=dlq_url)
+    with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+        dynamodb.create_table(**table_definition(jobs_table))
+        dynamodb.update_time_to_live(
+            TableName=jobs_table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    return LocalQueues(queue_url=queue_url, dlq_url=dlq_url, jobs_table=jobs_table)

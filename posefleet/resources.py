@@ -11,6 +11,7 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_DLQ_NAME",
     "DEFAULT_INPUT_BUCKET",
+    "DEFAULT_JOBS_TABLE",
     "DEFAULT_MODELS_BUCKET",
     "DEFAULT_QUEUE_NAME",
     "DEFAULT_RESULTS_BUCKET",
@@ -23,6 +24,7 @@ DEFAULT_DLQ_NAME = "posefleet-tasks-dlq"
 DEFAULT_RESULTS_BUCKET = "posefleet-results"
 DEFAULT_MODELS_BUCKET = "posefleet-models"
 DEFAULT_INPUT_BUCKET = "posefleet-input"
+DEFAULT_JOBS_TABLE = "posefleet-jobs"  # the job records (posefleet/job_record.py)
 # SSM parameter where a deployed stack publishes {"queue_url", "results", "model"}.
 DISCOVERY_PARAMETER = "/posefleet/config"
 

@@ -12,7 +12,12 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posefleet.metric_names import SERVICE
-from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
+from posefleet.resources import (
+    DEFAULT_JOBS_TABLE,
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_RESULTS_BUCKET,
+    DISCOVERY_PARAMETER,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -38,6 +43,16 @@ class CommonSettings(BaseSettings):
         "of a pointer JSON naming the current checkpoint. S3 files are cached on local disk.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    jobs_table: str = Field(
+        default=DEFAULT_JOBS_TABLE,
+        min_length=3,
+        description="DynamoDB table of the job records (posefleet/job_record.py).",
+    )
+    events_topic: str | None = Field(
+        default=None,
+        description="ARN of the SNS topic events are published on (posefleet/events.py); "
+        "unset: nothing is published.",
+    )
 
     @field_validator("results")
     @classmethod
@@ -53,7 +68,21 @@ class ProducerSettings(CommonSettings):
         description="SSM parameter a deployed stack publishes its queue and results location in; "
         "read when neither queue_url nor results is set.",
     )
-    task_size: int = Field(default=20, ge=1, le=1000, description="Keys per task message.")
+    task_size: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Keys per task message; with large_task_size, of each partition's first "
+        "shard only (producer/job/plan.py).",
+    )
+    large_task_size: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Keys per task past each partition's first shard of small tasks, so a "
+        "large job sends fewer, larger tasks; 0 keeps every task at task_size. An explicit "
+        "--task-size sets both.",
+    )
     extensions: tuple[str, ...] = Field(
         default=IMAGE_EXTENSIONS, description="File extensions (case-insensitive) listed as images."
     )

@@ -51,12 +51,19 @@ def sqs(aws: None):
 
 
 @pytest.fixture
-def queues(s3, sqs) -> LocalQueues:
+def dynamodb(aws: None):
+    return client("dynamodb")
+
+
+@pytest.fixture
+def queues(s3, sqs, dynamodb) -> LocalQueues:
+    """The queues, buckets and the job records' table (its default name), in-process."""
     return bootstrap(
         s3,
         sqs,
         buckets=(INPUT, RESULTS, MODELS),
         spec=QueueSpec(visibility_timeout=30, max_receive_count=2),
+        dynamodb=dynamodb,
     )
 
 
@@ -88,7 +95,7 @@ class Stack:
         saved = dict(os.environ)
         os.environ.update(server.env())
         try:
-            self.s3, self.sqs = client("s3"), client("sqs")
+            self.s3, self.sqs, self.dynamodb = client("s3"), client("sqs"), client("dynamodb")
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -99,6 +106,8 @@ class Stack:
             spec=spec,
             queue_name=f"tasks-{self.suffix}",
             dlq_name=f"dlq-{self.suffix}",
+            dynamodb=self.dynamodb,
+            jobs_table=f"jobs-{self.suffix}",
         )
 
     @property
@@ -112,6 +121,7 @@ class Stack:
             **self.server.env(),
             "POSEFLEET_QUEUE_URL": self.queues.queue_url,
             "POSEFLEET_RESULTS": self.results_uri,
+            "POSEFLEET_JOBS_TABLE": f"jobs-{self.suffix}",
             "POSEFLEET_WAIT_TIME_SECONDS": "1",
             "POSEFLEET_TORCH_THREADS": "1",
             "POSEFLEET_DECODE_THREADS": "1",

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from posefleet.aws import client
 from posefleet.layout import Manifest, ResultsLocation
+from posefleet.resources import DEFAULT_JOBS_TABLE
 from posefleet.result import dump_lines
 from posefleet.task import TaskMessage
 from producer.__main__ import main
@@ -18,6 +20,7 @@ from producer.job.follow import JobStalled, follow
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
 from tests.v2jobs import line
+from worker.jobs import JobTracker
 
 RESULTS_URI = f"s3://{RESULTS}/results"
 LOC = ResultsLocation.parse(RESULTS_URI)
@@ -167,8 +170,10 @@ def test_entries_reported_failed_are_retried_and_sent_once(sqs, queues):
 
 
 def write_results(s3, task: TaskMessage, broken: set[str] = frozenset()) -> None:
+    """What a worker does with a finished task: its result object, then its count."""
     lines = [line(k, error=k in broken, bucket=task.bucket) for k in task.keys]
     s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
+    JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE).task_finished(task, lines)
 
 
 def test_status_and_export_read_the_results_back(s3, sqs, queues, capsys, tmp_path):
