@@ -11,6 +11,7 @@ from infra.components.autoscaling import Autoscaling, AutoscalingArgs
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.iam import WorkerRoles, WorkerRolesArgs
 from infra.components.image import WorkerImage
+from infra.components.jobs import Jobs, JobsArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.components.queue import TaskQueue, TaskQueueArgs
 from infra.components.service import WorkerService, WorkerServiceArgs
@@ -79,15 +80,19 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
             input_buckets=config.input_buckets,
         ),
     )
+    jobs = Jobs(
+        name, JobsArgs(results_bucket=storage.results.bucket, task_role_name=roles.task_role.name)
+    )
     results_uri = pulumi.Output.concat("s3://", storage.results.bucket, "/results")
     model_uri = pulumi.Output.concat(
         "s3://", storage.models.bucket, "/pose_classifier/current.json"
     )
-    environment = pulumi.Output.all(queue.queue.url, results_uri, model_uri).apply(
+    environment = pulumi.Output.all(queue.queue.url, results_uri, model_uri, jobs.table.name).apply(
         lambda v: {
             "POSEFLEET_QUEUE_URL": v[0],
             "POSEFLEET_RESULTS": v[1],
             "POSEFLEET_MODEL": v[2],
+            "POSEFLEET_JOBS_TABLE": v[3],
             "POSEFLEET_DEVICE": "cuda" if gpu else "cpu",
             "POSEFLEET_BACKEND": config.backend,
             "POSEFLEET_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
@@ -147,8 +152,10 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         f"{name}-discovery",
         name=DISCOVERY_PARAMETER,
         type="String",
-        value=pulumi.Output.all(queue.queue.url, results_uri, model_uri).apply(
-            lambda v: json.dumps({"queue_url": v[0], "results": v[1], "model": v[2]})
+        value=pulumi.Output.all(queue.queue.url, results_uri, model_uri, jobs.table.name).apply(
+            lambda v: json.dumps(
+                {"queue_url": v[0], "results": v[1], "model": v[2], "jobs_table": v[3]}
+            )
         ),
     )
     outputs = {
@@ -162,6 +169,9 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         "service": service.service.name,
         "dashboard": observability.dashboard.dashboard_name,
         "alarm_topic": observability.topic.arn,
+        "jobs_table": jobs.table.name,
+        "results_table": pulumi.Output.concat(jobs.database.name, ".", jobs.results_table.name),
+        "athena_workgroup": jobs.workgroup.name,
     }
     for key, value in outputs.items():
         pulumi.export(key, value)

@@ -131,11 +131,13 @@ class Fleet:
         saved = dict(os.environ)
         os.environ.update(self.aws.env())
         try:
-            self.s3, self.sqs = client("s3"), client("sqs")
+            self.s3, self.sqs, dynamodb = client("s3"), client("sqs"), client("dynamodb")
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        self.queues = bootstrap(self.s3, self.sqs, buckets=BUCKETS)
+        # the job records' table too (not kept across restarts: a job submitted again after one
+        # gets a new record, and --skip-done counts what was done into it)
+        self.queues = bootstrap(self.s3, self.sqs, buckets=BUCKETS, dynamodb=dynamodb)
         if self.persist:
             from localfleet.mirror import BucketMirror
 

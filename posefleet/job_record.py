@@ -82,10 +82,10 @@ from posefleet.result import ErrorKind, ResultLine
 __all__ = [
     "COUNTER_FIELDS",
     "COUNTER_SHARDS",
-    "ERROR_PREFIX",
-    "FINAL_STATES",
     "INDEX",
     "KEY",
+    "LISTING",
+    "LISTING_VALUE",
     "MARKER_TTL",
     "STATES",
     "TRANSITIONS",

@@ -46,7 +46,7 @@ from posefleet.job_record import (
 )
 from posefleet.logs import get_logger
 
-__all__ = ["Counted", "JobMoved", "JobTable", "StateSeen", "table_missing"]
+__all__ = ["JobMoved", "JobTable", "StateSeen", "table_missing"]
 
 log = get_logger("posefleet.job_table")
 

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["main", "patch_transactions"]
+__all__: list[str] = []  # run as a module (python -m posefleet.moto_server)
 
 
 class SerialDynamoDB:

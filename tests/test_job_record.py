@@ -8,7 +8,7 @@ import json
 import pytest
 
 from posefleet.aws import client
-from posefleet.events import JobFinished, parse_event
+from posefleet.events import EventChannel, JobFinished, parse_event
 from posefleet.job_record import COUNTER_SHARDS, TRANSITIONS, counter_id
 from posefleet.resources import DEFAULT_JOBS_TABLE
 from posefleet.result import ResultLine
@@ -41,8 +41,6 @@ def finished(url: str) -> list[JobFinished]:
 
 
 def tracker(events_topic: str | None = None, **kw) -> JobTracker:
-    from posefleet.events import EventChannel
-
     channel = EventChannel(sns=client("sns"), topic_arn=events_topic) if events_topic else None
     return JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE, events=channel, **kw)
 
@@ -268,8 +266,9 @@ def test_a_job_without_a_record_is_never_cancelled_and_costs_one_read_a_period(d
     worker = JobTracker(
         dynamodb=client_, table=DEFAULT_JOBS_TABLE, refresh_seconds=5, clock=lambda: now[0]
     )
-    task = TaskMessage(job_id="stream", task_id="s3-x", bucket=INPUT, keys=("a.jpg",),
-                       results=RESULTS_URI)  # fmt: skip
+    task = TaskMessage(
+        job_id="stream", task_id="s3-x", bucket=INPUT, keys=("a.jpg",), results=RESULTS_URI
+    )
     for _ in range(20):
         assert not worker.cancelled("stream")
         worker.task_finished(task, lines_of(task))
@@ -322,8 +321,6 @@ def test_three_workers_racing_to_finish_one_job_publish_one_event(stack, monkeyp
     order), and race to count and end it."""
     import random
     import threading
-
-    from posefleet.events import EventChannel
 
     for key, value in stack.env().items():
         monkeypatch.setenv(key, value)
@@ -379,3 +376,83 @@ def test_three_workers_racing_to_finish_one_job_publish_one_event(stack, monkeyp
     assert (event.tasks_done, event.images_ok, event.images_failed) == (30, 30, 30)
     shown = status(capsys, "race")
     assert (shown["state"], shown["tasks_done"], shown["images_done"]) == ("complete", 30, 60)
+
+
+class Recording:
+    """A DynamoDB client that notes, per write action, the items' ids and every attribute name
+    the request names (Item keys, expression names and bare names in its expressions)."""
+
+    WORDS = {"SET", "ADD", "REMOVE", "AND", "OR", "NOT", "IN", "attribute_not_exists"}
+
+    def __init__(self, real) -> None:
+        self.real, self.writes = real, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def _note(self, action: str, op: dict) -> None:
+        import re
+
+        names = set(op.get("Item", {})) | set(op.get("Key", {}))
+        aliases = op.get("ExpressionAttributeNames", {})
+        for field in ("UpdateExpression", "ConditionExpression"):
+            for word in re.findall(r"[#:]?[A-Za-z_][A-Za-z0-9_]*", op.get(field, "")):
+                if word.startswith("#"):
+                    names.add(aliases[word])
+                elif not word.startswith(":") and word not in self.WORDS:
+                    names.add(word)
+        item_id = (op.get("Item") or op.get("Key"))["id"]["S"]
+        self.writes.append((action, item_id, names))
+
+    def transact_write_items(self, *, TransactItems):
+        for entry in TransactItems:
+            ((kind, op),) = entry.items()
+            self._note({"Put": "dynamodb:PutItem", "Update": "dynamodb:UpdateItem"}[kind], op)
+        return self.real.transact_write_items(TransactItems=TransactItems)
+
+    def update_item(self, **op):
+        self._note("dynamodb:UpdateItem", op)
+        return self.real.update_item(**op)
+
+
+def test_the_deployed_worker_policy_allows_every_write_the_tracker_makes(
+    s3, sqs, queues, dynamodb, events, capsys
+):
+    """infra/components/jobs.py's conditions against what JobTracker really sends: markers
+    only through PutItem, only the allowed attributes, and nothing else."""
+    from fnmatch import fnmatch
+
+    from infra.components.jobs import worker_policy
+
+    upload(s3, [f"p/{i}.jpg" for i in range(6)])
+    submit(capsys, queues, "policed")
+    tasks = drain(sqs, queues.queue_url)
+    run(capsys, "cancel", "policed")
+    recording = Recording(dynamodb)
+    topic = client("sns").list_topics()["Topics"][0]["TopicArn"]
+    worker = JobTracker(
+        dynamodb=recording,
+        table=DEFAULT_JOBS_TABLE,
+        events=__import__("posefleet.events").events.EventChannel(
+            sns=client("sns"), topic_arn=topic
+        ),
+    )
+    worker.task_finished(tasks[0], lines_of(tasks[0], frozenset({tasks[0].keys[0]})))
+    for task in tasks[1:]:
+        worker.task_cancelled(task)
+    assert status(capsys, "policed")["state"] == "cancelled"  # it ended the job, published
+    allowed = {st["Sid"]: st for st in worker_policy("arn:table")["Statement"]}
+    put = allowed["PutTaskMarkers"]["Condition"]
+    update = allowed["CountTasksAndEndJobs"]["Condition"]
+    actions = {action for action, _, _ in recording.writes}
+    assert actions == {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+    for action, item_id, names in recording.writes:
+        if action == "dynamodb:PutItem":
+            (pattern,) = put["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+            assert fnmatch(item_id, pattern), item_id
+            assert names <= set(put["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+        else:
+            assert names <= set(update["ForAllValues:StringEquals"]["dynamodb:Attributes"]), (
+                item_id,
+                names,
+            )
