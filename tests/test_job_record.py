@@ -4,6 +4,7 @@ JobTracker: states, counts exactly once, cancel, resume, the job.finished event,
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -159,6 +160,8 @@ def test_cancel_stops_the_job_and_it_reads_cancelled_once_every_task_is_counted(
     code, out, _ = run(capsys, "cancel", "stop")
     assert code == 0 and out == {"job_id": "stop", "state": "cancelling", "was": "running"}
     assert status(capsys, "stop")["state"] == "cancelling"
+    code, _, err = submit(capsys, queues, "stop")
+    assert code == 2 and "is being cancelled" in err
     # Then a worker sees it once its cache is stale, and acknowledges the rest without work
     assert not worker.cancelled("stop")  # cached for refresh_seconds
     assert tracker(topic).cancelled("stop")
@@ -175,6 +178,13 @@ def test_cancel_stops_the_job_and_it_reads_cancelled_once_every_task_is_counted(
     code, out, err = run(capsys, "export", "stop", "--results", RESULTS_URI, "--out", out_csv)
     assert code == 0 and out["state"] == "cancelled" and out["written"] == 2
     assert "is cancelled: these are the results of 1 of its 4 tasks" in err
+    page = tmp_path / "stop.html"
+    code, _, _ = run(capsys, "report", "stop", "--results", RESULTS_URI, "--out", str(page))
+    assert (
+        code == 0 and "is cancelled: these are the results of 1 of its 4 tasks" in page.read_text()
+    )
+    code, _, err = run(capsys, "status", "stop", "--wait", "--results", RESULTS_URI)
+    assert code == 1 and "job stop was cancelled: 3 of its tasks have no result" in err
     # and cancelling again or a finished job is said plainly
     assert run(capsys, "cancel", "stop")[1]["state"] == "cancelled"
     code, _, err = run(capsys, "cancel", "nope")
@@ -302,8 +312,9 @@ def test_a_corrupt_record_is_a_clear_error_never_a_crash(s3, sqs, queues, dynamo
 def test_counter_shards_spread_a_job_and_sum_to_its_counts(s3, sqs, queues, dynamodb, capsys):
     upload(s3, [f"p/{i:02d}.jpg" for i in range(40)])
     submit(capsys, queues, "spread")
+    worker = tracker()
     for task in drain(sqs, queues.queue_url):
-        write_results(s3, task)
+        write_results(s3, task, tracker=worker)
     got = dynamodb.batch_get_item(
         RequestItems={
             DEFAULT_JOBS_TABLE: {
@@ -456,3 +467,100 @@ def test_the_deployed_worker_policy_allows_every_write_the_tracker_makes(
                 item_id,
                 names,
             )
+
+
+def test_sending_stops_when_the_job_is_cancelled_and_the_same_id_resumes_it(
+    s3, sqs, queues, capsys, monkeypatch, tmp_path
+):
+    import producer.__main__ as cli
+    from posefleet.job_table import JobTable
+
+    # Given a job of 200 one-key tasks, sent ten at a time by one sender, slowly
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"k/{i:04d}.jpg\n" for i in range(200)))
+    monkeypatch.setenv("POSEFLEET_SEND_CONCURRENCY", "1")
+    args = ("--keys", str(keys), "--bucket", INPUT, "--job-id", "halt", "--task-size", "1")
+    table = JobTable(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE)
+    real_client = cli.client
+
+    class CancelledMidway:
+        def __init__(self, real) -> None:
+            self.real, self.batches = real, 0
+
+        def __getattr__(self, name: str):
+            return getattr(self.real, name)
+
+        def send_message_batch(self, **kw):
+            self.batches += 1
+            if self.batches == 3:  # the operator cancels while tasks are being sent
+                assert table.cancel("halt") == "submitting"
+            time.sleep(0.15)
+            return self.real.send_message_batch(**kw)
+
+    def client_(service: str, **kw):
+        made = real_client(service, **kw)
+        return CancelledMidway(made) if service == "sqs" else made
+
+    monkeypatch.setattr(cli, "client", client_)
+    # When it is submitted
+    code, out, err = run(capsys, *args, "--queue-url", queues.queue_url, "--results", RESULTS_URI)
+    # Then the submit stops sending within about a second, and says so
+    assert code == 1 and out["cancelled"] is True and "was cancelled while" in err
+    first = drain(sqs, queues.queue_url)
+    assert 20 <= len(first) < 200
+    shown = status(capsys, "halt")
+    assert (shown["state"], shown["tasks_total"]) == ("cancelling", len(first))
+    # and it reads cancelled once the workers have counted what was sent
+    worker = tracker()
+    for task in first:
+        worker.task_cancelled(task)
+    assert status(capsys, "halt")["state"] == "cancelled"
+    # When it is submitted again: every task without a result goes, and it completes
+    monkeypatch.setattr(cli, "client", real_client)
+    code, out, _ = run(capsys, *args, "--queue-url", queues.queue_url, "--results", RESULTS_URI)
+    assert code == 0
+    second = drain(sqs, queues.queue_url)
+    assert sorted(k for t in second for k in t.keys) == [f"k/{i:04d}.jpg" for i in range(200)]
+    for task in second:
+        worker.task_finished(task, lines_of(task))
+    shown = status(capsys, "halt")
+    assert (shown["state"], shown["tasks_done"], shown["tasks_cancelled"]) == ("complete", 200, 0)
+
+
+def test_large_partitions_take_large_tasks_after_their_first_shard(
+    s3, sqs, queues, capsys, tmp_path
+):
+    # Given a keys file (one partition) of 2,300 keys, submitted with the default task sizes
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"k/{i:04d}.jpg\n" for i in range(2300)))
+    code, out, _ = run(
+        capsys,
+        *("--keys", str(keys), "--bucket", INPUT, "--job-id", "sized"),
+        *("--queue-url", queues.queue_url, "--results", RESULTS_URI),
+    )
+    # Then its first 100 tasks hold 20 keys, the rest 100 (the last what is left)
+    assert code == 0 and out["tasks"] == 103
+    tasks = sorted(drain(sqs, queues.queue_url), key=lambda t: t.task_id)
+    assert [len(t.keys) for t in tasks] == [20] * 100 + [100] * 3
+    # and progress and export count their images right
+    worker = tracker()
+    for task in tasks[:50] + tasks[100:102]:
+        write_results(s3, task, tracker=worker)
+    code, exact, _ = run(capsys, "status", "sized", "--exact", "--results", RESULTS_URI)
+    assert (exact["tasks_done"], exact["images_done"], exact["images_total"]) == (52, 1200, 2300)
+    shown = status(capsys, "sized")
+    assert (shown["tasks_done"], shown["images_done"], shown["state"]) == (52, 1200, "running")
+    out_csv = str(tmp_path / "sized.csv")
+    code, out, _ = run(capsys, "export", "sized", "--results", RESULTS_URI, "--out", out_csv)
+    assert code == 0 and out["written"] == 1200
+
+
+def test_every_task_is_sent_with_its_job_as_its_message_group(s3, sqs, queues, capsys):
+    upload(s3, [f"p/{i}.jpg" for i in range(6)])
+    submit(capsys, queues, "fair")
+    got = sqs.receive_message(
+        QueueUrl=queues.queue_url,
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["MessageGroupId"],
+    )["Messages"]
+    assert len(got) == 3 and {m["Attributes"]["MessageGroupId"] for m in got} == {"fair"}

@@ -169,11 +169,14 @@ def test_entries_reported_failed_are_retried_and_sent_once(sqs, queues):
     assert sorted(t.task_id for t in drain(sqs, queues.queue_url)) == [t.task_id for t in tasks]
 
 
-def write_results(s3, task: TaskMessage, broken: set[str] = frozenset()) -> None:
+def write_results(
+    s3, task: TaskMessage, broken: set[str] = frozenset(), tracker: JobTracker | None = None
+) -> None:
     """What a worker does with a finished task: its result object, then its count."""
     lines = [line(k, error=k in broken, bucket=task.bucket) for k in task.keys]
     s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
-    JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE).task_finished(task, lines)
+    tracker = tracker or JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE)
+    tracker.task_finished(task, lines)
 
 
 def test_status_and_export_read_the_results_back(s3, sqs, queues, capsys, tmp_path):

@@ -25,8 +25,9 @@ shard, before any task is sent; the counts so far are written to it every few se
 state read every second: once it says ``cancelling`` (``python -m producer cancel``) the
 senders stop between batches, as on Ctrl-C, and the total becomes what was sent. When every
 task is sent the total is set and the job settled (an empty job, or one whose every task is
-already done, ends here). A cancelled or failed job submitted again resumes: only the tasks
-without a result are sent (``--skip-done``), its counts carry on.
+already done, ends here). A cancelled or failed job submitted again resumes with its counts:
+only tasks without a result are sent (``--skip-done``); a cancelled one is planned afresh (the
+same task ids), since the tasks it had sent were acknowledged without work.
 
 IAM: the sources' (producer/sources.py), ``sqs:SendMessage`` on the queue, PutObject,
 GetObject, ListBucket and DeleteObject on the results prefix, and the record's (record.py).
@@ -239,7 +240,10 @@ class Submission:
         except JobNotFound:
             existing = None
         self.skip_done = self.record.prepare(manifest=existing, skip_done=self.o.skip_done)
-        if existing is not None and not existing.complete:
+        if existing is None:
+            return
+        cancelled = self.record.seen is not None and self.record.seen.state == "cancelled"
+        if not existing.complete or cancelled:  # the same ids: the same source and sizes
             asked = (self.source.description, self.o.task_size, self.o.large_task_size)
             if (existing.source, existing.task_size, existing.large_task_size) != asked:
                 raise JobConflict(
@@ -248,9 +252,12 @@ class Submission:
                     "same source and --task-size, or choose another --job-id"
                 )
             self.created_at = existing.created_at
-            self.resume = self.store.scan()
-        elif existing is not None:
+        if existing.complete or cancelled:
+            # planned afresh (the same task ids); a cancelled job's sent tasks went without
+            # work, so every task without a result is sent again (skip_done)
             self.store.clear()
+        else:
+            self.resume = self.store.scan()
 
     # -- listers ------------------------------------------------------------------------
     def _fail(self, e: BaseException) -> None:
