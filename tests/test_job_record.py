@@ -268,14 +268,17 @@ def test_an_empty_job_ends_itself(s3, sqs, queues, events, capsys):
     assert (event.state, event.tasks_total) == ("complete", 0)
 
 
-def test_a_job_without_a_record_is_never_cancelled_and_costs_one_read_a_period(dynamodb):
+@pytest.mark.parametrize("table", [DEFAULT_JOBS_TABLE, "no-such-table"])
+def test_a_job_without_a_record_is_never_cancelled_and_costs_one_read_a_period(
+    queues, dynamodb, table
+):
+    """The S3 events' stream job has no record; a stack without the table neither: the work
+    goes on, uncounted, for one small read per job and period."""
     from tests.v2jobs import Counting
 
     client_ = Counting(dynamodb)
     now = [0.0]
-    worker = JobTracker(
-        dynamodb=client_, table=DEFAULT_JOBS_TABLE, refresh_seconds=5, clock=lambda: now[0]
-    )
+    worker = JobTracker(dynamodb=client_, table=table, refresh_seconds=5, clock=lambda: now[0])
     task = TaskMessage(
         job_id="stream", task_id="s3-x", bucket=INPUT, keys=("a.jpg",), results=RESULTS_URI
     )

@@ -8,16 +8,14 @@ same flow as tests/test_crashes.py's poison test, at the large task size.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from posefleet.settings import WorkerSettings
 from tests.conftest import Stack
 from tests.images import jpeg
-from tests.poison_worker import EXIT_CODE, MARK
-from tests.test_crashes import deployed_spec, result_objects
-from tests.test_e2e import all_lines, produce, upload
+from tests.poison_worker import MARK
+from tests.test_crashes import deployed_spec, serve_with_replacements
+from tests.test_e2e import all_lines, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,25 +35,10 @@ def test_one_poison_image_in_a_100_image_task_ends_alone_and_its_mates_are_label
         POSEFLEET_VISIBILITY_TIMEOUT=str(spec.visibility_timeout),
         POSEFLEET_HEARTBEAT_SECONDS="2",
     )
-    start = [0]
-
-    def worker():
-        start[0] += 1
-        return processes.start(f"w{start[0]:02d}", ["-m", "tests.poison_worker"], env)
-
-    # When two workers serve it, each replaced when it dies (as ECS would)
-    live = [worker(), worker()]
-    produce(stack, "big/", "big", task_size=100)
-    crashes = 0
-    deadline = time.monotonic() + 300
-    while result_objects(stack, "big") < 1 or stack.count(stack.queues.queue_url):
-        assert time.monotonic() < deadline, "the job did not finish within 300 s"
-        for i, p in enumerate(live):
-            if p.popen.poll() is not None:
-                assert p.popen.returncode == EXIT_CODE, p.stderr.read_text()[-3000:]
-                crashes += 1
-                live[i] = worker()
-        time.sleep(0.2)
+    # When two poison-dying workers serve it, each replaced when it dies (as ECS would)
+    crashes = serve_with_replacements(
+        stack, processes, env, prefix="big/", job="big", task_size=100, objects=1
+    )
 
     # Then the poison image alone has a crashed_worker line, after a bounded number of crashes
     lines = all_lines(stack, "big")
