@@ -45,10 +45,12 @@ test-fast: lint hadolint
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-# The producer, status and export against a simulated S3+SQS of 1M and 10M keys (docs/benchmarks.md);
-# BASELINE=/path/to/another/checkout measures that tree's producer too, at 20k keys.
+# The producer, status and export against a simulated S3+SQS of 1M and 10M keys, and the requests
+# (and their cost) per million images by task size (docs/benchmarks.md); BASELINE=/path/to/another
+# checkout measures that tree's producer too (at 20k keys, and as the requests' "before").
 bench-scale: $(STAMP)
-	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
+	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300 \
+		--requests 1000000 $(if $(BASELINE),--baseline $(BASELINE))
 	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
 
 # The live lane on the local fleet: upload -> label latency idle and behind a backfill, and the

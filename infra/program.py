@@ -12,6 +12,7 @@ from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.events import EventsChannel, EventsChannelArgs
 from infra.components.iam import WorkerRoles, WorkerRolesArgs
 from infra.components.image import WorkerImage
+from infra.components.jobs import Jobs, JobsArgs
 from infra.components.keys import TopicKey
 from infra.components.network import Network, NetworkArgs
 from infra.components.observability import Observability, ObservabilityArgs
@@ -100,6 +101,9 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
             input_buckets=config.input_buckets,
         ),
     )
+    jobs = Jobs(
+        name, JobsArgs(results_bucket=storage.results.bucket, task_role_name=roles.task_role.name)
+    )
     results_uri = pulumi.Output.concat("s3://", storage.results.bucket, "/results")
     model_uri = pulumi.Output.concat(
         "s3://", storage.models.bucket, f"/{MODELS_PREFIX}/{POINTER_NAME}"
@@ -117,6 +121,9 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         "publisher_role": storage.publisher.arn,
         "repository_url": image.repository.repository_url,
         "cluster": cluster.cluster.name,
+        "jobs_table": jobs.table.name,
+        "results_table": pulumi.Output.concat(jobs.database.name, ".", jobs.results_table.name),
+        "athena_workgroup": jobs.workgroup.name,
     }
     if image.image_uri is None:
         pulumi.log.warn(NO_IMAGE)
@@ -129,6 +136,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
                 queue=queue,
                 live=live,
                 events=events,
+                jobs=jobs,
                 key=key,
                 cluster=cluster,
                 roles=roles,
@@ -144,6 +152,7 @@ def build(config: StackConfig | None = None) -> dict[str, pulumi.Output]:
         "live_queue_url": live.queue.url,
         "events_topic": events.topic.arn,
         "events_queue_url": events.queue.url,
+        "jobs_table": jobs.table.name,
         "results": results_uri,
         "model": model_uri,
     }
@@ -165,6 +174,7 @@ def _workers(
     queue: TaskQueue,
     live: TaskQueue,
     events: EventsChannel,
+    jobs: Jobs,
     key: pulumi.Output[str] | None,
     cluster: Cluster,
     roles: WorkerRoles,
@@ -180,6 +190,7 @@ def _workers(
         queue=queue.queue.url,
         live=live.queue.url,
         events=events.topic.arn,
+        jobs=jobs.table.name,
         results=results_uri,
         model=model_uri,
     ).apply(
@@ -187,6 +198,7 @@ def _workers(
             "POSEFLEET_QUEUE_URL": v["queue"],
             "POSEFLEET_LIVE_QUEUE_URL": v["live"],
             "POSEFLEET_EVENTS_TOPIC": v["events"],
+            "POSEFLEET_JOBS_TABLE": v["jobs"],
             "POSEFLEET_RESULTS": v["results"],
             "POSEFLEET_MODEL": v["model"],
             "POSEFLEET_DEVICE": "cuda" if gpu else "cpu",

@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from posefleet.aws import client
 from posefleet.layout import ResultsLocation
+from posefleet.resources import DEFAULT_JOBS_TABLE
 from posefleet.result import ResultLine, dump_lines, load_lines
 from posefleet.task import TaskMessage
 from producer.job import Job
 from tests.conftest import INPUT, RESULTS, Stack
+from worker.jobs import JobTracker
 
 __all__ = [
     "LOC",
@@ -115,13 +118,21 @@ def all_lines(stack: Stack, job: str) -> list[ResultLine]:
     return lines
 
 
-def write_results(s3: Any, task: TaskMessage, broken: Iterable[str] = frozenset()) -> None:
-    """The task's result object, as a worker would write it: ``broken`` keys as error lines."""
+def write_results(
+    s3: Any,
+    task: TaskMessage,
+    broken: Iterable[str] = frozenset(),
+    tracker: JobTracker | None = None,
+) -> None:
+    """What a worker does with a finished task: its result object (``broken`` keys as error
+    lines), then its count in the job record."""
     from tests.v2jobs import line
 
     bad = set(broken)
     lines = [line(k, error=k in bad, bucket=task.bucket) for k in task.keys]
     s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
+    tracker = tracker or JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE)
+    tracker.task_finished(task, lines)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:

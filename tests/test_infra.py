@@ -698,6 +698,7 @@ def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
         "live_queue_url": live.state["url"],
         "events_topic": topic,
         "events_queue_url": events_queue,
+        "jobs_table": "posefleet-jobs",
         "results": "s3://posefleet-results/results",
         "model": "s3://posefleet-models/pose_classifier/current.json",
     }
@@ -706,8 +707,10 @@ def test_the_stack_publishes_what_the_producer_needs(cpu_stack):
 
     from producer import discovery
 
-    read = set(re.findall(r'"(\w+_url|results)"', inspect.getsource(discovery)))
-    assert {"queue_url", "live_queue_url", "events_queue_url", "results"} <= read
+    read = set(
+        re.findall(r'"(\w+_url|results|jobs_table|events_topic)"', inspect.getsource(discovery))
+    )
+    assert {"queue_url", "live_queue_url", "events_queue_url", "results", "jobs_table"} <= read
     assert read <= set(value), read - set(value)
     outputs = cpu_stack.outputs
     assert outputs["live_queue_url"] == live.state["url"]
@@ -1324,3 +1327,73 @@ def test_the_live_lanes_settings_are_read_from_the_stacks_config():
         loaded.live_latency_alarm_seconds,
     ) == (2, 15, 7.5)
     assert loaded.floor == 2 and StackConfig.load().floor == 0  # minTasks 0: the default
+
+
+# -- jobs: the job records' table, the worker's access to it, the results table ------------------
+
+
+def test_the_job_records_table_follows_the_contract_and_is_recoverable(cpu_stack):
+    """FSBP DynamoDB.2 (point-in-time recovery) and DynamoDB.6 (deletion protection)."""
+    from posefleet.job_record import INDEX, TTL_ATTRIBUTE
+    from posefleet.resources import DEFAULT_JOBS_TABLE
+
+    table = cpu_stack.one("aws:dynamodb/table:Table").state
+    assert table["name"] == DEFAULT_JOBS_TABLE and table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["hashKey"] == "id"
+    (index,) = table["globalSecondaryIndexes"]
+    assert (index["name"], index["hashKey"], index["rangeKey"]) == (INDEX, "listing", "created_at")
+    assert (index["projectionType"], index["nonKeyAttributes"]) == ("INCLUDE", ["state"])
+    assert table["ttl"] == {"attributeName": TTL_ATTRIBUTE, "enabled": True}
+    assert table["pointInTimeRecovery"]["enabled"] is True
+    assert table["deletionProtectionEnabled"] is True
+    assert table["serverSideEncryption"]["enabled"] is True
+
+
+def test_the_worker_may_only_read_records_put_markers_and_update_counts(cpu_stack):
+    statements = {st["Sid"]: st for st in _statements(cpu_stack, "jobs-worker-policy")}
+    table = cpu_stack.one("aws:dynamodb/table:Table").state["arn"]
+    actions = sorted(a for st in statements.values() for a in _as_list(st["Action"]))
+    assert actions == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]  # no Query or Scan (the index), no DeleteItem, no transaction on anything else
+    assert {st["Resource"] for st in statements.values()} == {table}
+    put = statements["PutTaskMarkers"]["Condition"]
+    assert put["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["*/*"]}
+    condition = statements["CountTasksAndEndJobs"]["Condition"]
+    update = set(condition["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+    assert {"tasks_done", "images_failed", "err_truncated", "state", "finished_at"} <= update
+    assert not {"tasks_total", "source", "created_at", "run", "listing"} & update
+
+
+def test_results_are_one_table_partitioned_by_job_with_an_enforced_encrypted_workgroup(cpu_stack):
+    from posefleet.results_table import COLUMNS, TABLE
+
+    table = cpu_stack.one("aws:glue/catalogTable:CatalogTable").state
+    assert table["name"] == TABLE and table["tableType"] == "EXTERNAL_TABLE"
+    assert table["partitionKeys"] == [{"name": "job", "type": "string"}]
+    params = table["parameters"]
+    assert params["projection.enabled"] == "true" and params["projection.job.type"] == "injected"
+    assert params["storage.location.template"] == "s3://posefleet-results/results/${job}/tasks/"
+    storage = table["storageDescriptor"]
+    assert storage["serDeInfo"]["serializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+    assert [(c["name"], c["type"]) for c in storage["columns"]] == [(c, t) for c, t, _ in COLUMNS]
+    workgroup = cpu_stack.one("aws:athena/workgroup:Workgroup").state["configuration"]
+    assert workgroup["enforceWorkgroupConfiguration"] is True
+    results = workgroup["resultConfiguration"]
+    assert results["outputLocation"] == "s3://posefleet-results/athena/"
+    assert results["encryptionConfiguration"]["encryptionOption"] == "SSE_S3"
+    assert workgroup["bytesScannedCutoffPerQuery"] > 0
+
+
+def test_workers_and_the_producer_find_the_job_records_table(cpu_stack):
+    from posefleet.resources import DEFAULT_JOBS_TABLE
+
+    parameter = json.loads(cpu_stack.one("aws:ssm/parameter:Parameter").state["value"])
+    assert parameter["jobs_table"] == DEFAULT_JOBS_TABLE
+    task = cpu_stack.one("aws:ecs/taskDefinition:TaskDefinition").state
+    (container,) = json.loads(task["containerDefinitions"])
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["POSEFLEET_JOBS_TABLE"] == DEFAULT_JOBS_TABLE

@@ -155,7 +155,7 @@ def test_local_fleet_serves_a_folder_with_a_seed_checkpoint_and_stops_clean(tmp_
         started = descendants(fleet.pid)
         record = json.loads((state / "fleet.json").read_text())
         assert {record["moto_pid"], *record["worker_pids"]} <= set(started)
-        assert any("moto.server" in " ".join(c) for c in started.values())
+        assert any("posefleet.moto_server" in " ".join(c) for c in started.values())
         assert sum("-m worker" in " ".join(c) for c in started.values()) == 1
         fleet.send_signal(signal.SIGTERM)
         assert fleet.wait(timeout=120) == 0, stderr.read_text()[-3000:]
