@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test lint format bench bench-scale bench-faults soak hadolint clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
 	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
+
+# Three real workers and the producer through a fault-injecting proxy (docs/benchmarks.md,
+# "AWS faults"): half of all calls faulted with invalid bodies queued, then a 2-minute outage.
+bench-faults: $(STAMP)
+	$(PY) -m benchmarks.faults --faults 0.5 --images 300 --invalid 40
+	$(PY) -m benchmarks.faults --outage 120 --images 900
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000

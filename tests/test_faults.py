@@ -23,7 +23,6 @@ from benchmarks.faults.job import (
     invalid_bodies,
     outcome,
     photos,
-    queue_depth,
     task_objects,
     worker_activity,
 )
@@ -85,9 +84,7 @@ def test_workers_ride_out_faults_and_an_outage_and_label_every_image_once(
         proxy.outage(OUTAGE_SECONDS)
         outage_end = time.time() + OUTAGE_SECONDS
         wait_until(
-            lambda: (
-                time.time() > outage_end and queue_depth(stack.sqs, stack.queues.queue_url) == 0
-            ),
+            lambda: time.time() > outage_end and stack.count(stack.queues.queue_url) == 0,
             150,
             "every message deleted or dead-lettered",
         )

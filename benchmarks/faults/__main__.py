@@ -255,15 +255,19 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         outage: dict[str, float] = {}
-        samples: list[tuple[float, int, int, int]] = []
+        samples: list[dict[str, float]] = []
         gave_up = False
         while True:
             written = len(task_objects(s3, f"s3://{RESULTS}/results", JOB))
-            depth = queue_depth(sqs, queues.queue_url)
-            dead = queue_depth(sqs, queues.dlq_url)
+            visible, held = queue_depth(sqs, queues.queue_url)
+            depth = visible + held
+            dead = sum(queue_depth(sqs, queues.dlq_url))
             now = time.time()
-            if not samples or now - samples[-1][0] - started >= 5:
-                samples.append((round(now - started, 1), written, depth, dead))
+            if not samples or now - samples[-1]["t"] - started >= 5:
+                samples.append(
+                    {"t": round(now - started, 1), "task_objects": written}
+                    | {"visible": visible, "in_flight": held, "dead_letters": dead}
+                )
             if args.outage and not outage and written >= args.outage_at * tasks_expected:
                 proxy.outage(args.outage)
                 outage = {"start": now, "end": now + args.outage}
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             stop(w.popen, grace=60)
         proxy.end_outage()
-        counts = proxy.counts().as_dict()
+        counts, last_calls = proxy.counts(), proxy.last_calls()
         result = outcome(s3, f"s3://{RESULTS}/results", JOB, files)
         letters = dead_letters(sqs, queues.dlq_url)
 
@@ -323,10 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         if outage
         else None,
         "workers": [],
-        "proxy": counts,
-        "samples": [
-            {"t": t, "task_objects": n, "queue": d, "dead_letters": dl} for t, n, d, dl in samples
-        ],
+        "proxy": counts.as_dict(),
+        "samples": samples,
     }
     for w in workers:
         activity = worker_activity(w.stderr)
@@ -335,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             "running_at_end": running[w.name],
             "exit_code_before_end": exit_codes[w.name],
             **activity.summary(started=started, ended=ended),
+            "receive_calls": counts.total(client=w.name, operation="ReceiveMessage"),
+            "last_receive_call_s": round(last - started, 1)
+            if (last := last_calls.get((w.name, "sqs", "ReceiveMessage")))
+            else None,
         }
         if outage:
             again = activity.first_done_after(outage["end"])
@@ -392,7 +398,8 @@ def print_table(report: dict[str, Any]) -> None:
             (
                 w["name"],
                 f"{state}, {w['tasks_done']} tasks, last at {w['last_task_s']} s, "
-                f"{w['tasks_in_last_quarter']} in the last quarter{again}{died}",
+                f"{w['tasks_in_last_quarter']} in the last quarter, last ReceiveMessage at "
+                f"{w['last_receive_call_s']} s{again}{died}",
             )
         )
     width = max(len(k) for k, _ in rows)

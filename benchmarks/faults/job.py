@@ -61,13 +61,13 @@ def photos(count: int, *, prefix: str, seed: int = 0, large_every: int = 0) -> d
     return files
 
 
-def queue_depth(sqs: Any, url: str) -> int:
-    """Messages in the queue, visible or held."""
+def queue_depth(sqs: Any, url: str) -> tuple[int, int]:
+    """Messages in the queue: (visible, in flight)."""
     attrs = sqs.get_queue_attributes(
         QueueUrl=url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
+    return int(attrs["ApproximateNumberOfMessages"]), int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
 

@@ -295,6 +295,7 @@ class FaultProxy:
         self._outage_until = 0.0  # time.monotonic()
         self._counts: Counter[tuple[str, str, str, str]] = Counter()
         self._history: list[tuple[str, str, str]] = []
+        self._last: dict[tuple[str, str, str], float] = {}  # (client, service, op): time.time()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -370,10 +371,17 @@ class FaultProxy:
         with self._lock:
             return list(self._history)
 
+    def last_calls(self) -> dict[tuple[str, str, str], float]:
+        """When (``time.time()``) each (client, service, operation) last called: a process whose
+        receive loop died stops calling ReceiveMessage."""
+        with self._lock:
+            return dict(self._last)
+
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
             self._history.clear()
+            self._last.clear()
 
     # -- per call
 
@@ -390,6 +398,7 @@ class FaultProxy:
                 outcome = PASSED
             self._counts[(call.service, call.operation, call.client, outcome)] += 1
             self._history.append((call.service, call.operation, outcome))
+            self._last[(call.client, call.service, call.operation)] = time.time()
         return outcome, pause
 
     def pause(self, seconds: float) -> None:
