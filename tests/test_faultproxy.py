@@ -247,7 +247,7 @@ def test_the_same_seed_gives_the_same_faults(proxy, bucket):
         for _ in range(30):
             with contextlib.suppress(ClientError, ConnectionClosedError):
                 s3.head_object(Bucket=bucket, Key="k")
-        return [outcome for _, _, outcome in proxy.history()]
+        return [decision.outcome for decision in proxy.history()]
 
     first, again, other = run(7), run(7), run(8)
     assert first == again

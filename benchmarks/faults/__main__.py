@@ -47,7 +47,7 @@ from benchmarks.faults.job import (
     task_objects,
     worker_activity,
 )
-from benchmarks.faults.proxy import FaultPlan, FaultProxy
+from benchmarks.faults.proxy import PASSED, Decision, Fault, FaultPlan, FaultProxy
 from posefleet.aws import client
 from posefleet.local import LocalAWS, bootstrap, stop_with_parent
 from posefleet.resources import QueueSpec
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             stop(w.popen, grace=60)
         proxy.end_outage()
-        counts, last_calls = proxy.counts(), proxy.last_calls()
+        counts, history = proxy.counts(), proxy.history()
         result = outcome(s3, f"s3://{RESULTS}/results", JOB, files)
         letters = dead_letters(sqs, queues.dlq_url)
 
@@ -338,14 +338,15 @@ def main(argv: list[str] | None = None) -> int:
             "exit_code_before_end": exit_codes[w.name],
             **activity.summary(started=started, ended=ended),
             "receive_calls": counts.total(client=w.name, operation="ReceiveMessage"),
-            "last_receive_call_s": round(last - started, 1)
-            if (last := last_calls.get((w.name, "sqs", "ReceiveMessage")))
-            else None,
+            "last_receive_call_s": seconds(
+                last_call(history, w.name, "ReceiveMessage"), since=started
+            ),
         }
         if outage:
-            again = activity.first_done_after(outage["end"])
-            entry["labelled_again_after_outage_s"] = (
-                round(again - outage["end"], 1) if again is not None else None
+            end = outage["end"]
+            entry["labelled_again_after_outage_s"] = seconds(activity.first_done_after(end), end)
+            entry["fetching_again_after_outage_s"] = seconds(
+                first_fetch_after(history, w.name, end), end
             )
         report["workers"].append(entry)
 
@@ -354,6 +355,30 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     print(f"report: {path}")
     return 0
+
+
+def seconds(moment: float | None, since: float) -> float | None:
+    return None if moment is None else round(moment - since, 1)
+
+
+def last_call(history: list[Decision], client: str, operation: str) -> float | None:
+    calls = (d for d in history if d.call.client == client and d.call.operation == operation)
+    return max((d.at for d in calls), default=None)
+
+
+def first_fetch_after(history: list[Decision], client: str, moment: float) -> float | None:
+    """When ``client`` next had an S3 GET answered by moto: it took work again."""
+    return min(
+        (
+            d.at
+            for d in history
+            if d.at >= moment
+            and d.call.client == client
+            and d.call.operation == "GetObject"
+            and d.outcome in (PASSED, Fault.DELAY)
+        ),
+        default=None,
+    )
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -389,7 +414,8 @@ def print_table(report: dict[str, Any]) -> None:
     for w in report["workers"]:
         state = "running" if w["running_at_end"] else f"EXITED {w['exit_code_before_end']}"
         again = (
-            f", labelled again {w['labelled_again_after_outage_s']} s after the outage"
+            f", after the outage fetching again in {w['fetching_again_after_outage_s']} s, "
+            f"labelling in {w['labelled_again_after_outage_s']} s"
             if "labelled_again_after_outage_s" in w
             else ""
         )

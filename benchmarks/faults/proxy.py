@@ -58,7 +58,18 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["OUTAGE", "PASSED", "Call", "Counts", "Fault", "FaultPlan", "FaultProxy", "identify"]
+__all__ = [
+    "OUTAGE",
+    "PASSED",
+    "Call",
+    "Counts",
+    "Decision",
+    "Fault",
+    "FaultPlan",
+    "FaultProxy",
+    "error_response",
+    "identify",
+]
 
 PASSED = "passed"  # forwarded untouched
 OUTAGE = "outage"  # refused by an outage window
@@ -79,6 +90,15 @@ class Call:
     operation: str  # "GetObject", "ReceiveMessage", "Publish", ...
     client: str = ""  # the User-Agent's app id (AWS_SDK_UA_APP_ID), "" without
     protocol: Literal["json", "query", "rest"] = "rest"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the proxy did with one call, and when (``time.time()``)."""
+
+    at: float
+    call: Call
+    outcome: str  # a Fault value, OUTAGE or PASSED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,8 +314,7 @@ class FaultProxy:
         self._rng = random.Random(self._plan.seed)
         self._outage_until = 0.0  # time.monotonic()
         self._counts: Counter[tuple[str, str, str, str]] = Counter()
-        self._history: list[tuple[str, str, str]] = []
-        self._last: dict[tuple[str, str, str], float] = {}  # (client, service, op): time.time()
+        self._history: list[Decision] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -366,22 +385,15 @@ class FaultProxy:
         with self._lock:
             return Counts(dict(self._counts))
 
-    def history(self) -> list[tuple[str, str, str]]:
-        """(service, operation, outcome) of every call, in the order the proxy decided them."""
+    def history(self) -> list[Decision]:
+        """Every call and its outcome, in the order the proxy decided them."""
         with self._lock:
             return list(self._history)
-
-    def last_calls(self) -> dict[tuple[str, str, str], float]:
-        """When (``time.time()``) each (client, service, operation) last called: a process whose
-        receive loop died stops calling ReceiveMessage."""
-        with self._lock:
-            return dict(self._last)
 
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
             self._history.clear()
-            self._last.clear()
 
     # -- per call
 
@@ -397,8 +409,7 @@ class FaultProxy:
             else:
                 outcome = PASSED
             self._counts[(call.service, call.operation, call.client, outcome)] += 1
-            self._history.append((call.service, call.operation, outcome))
-            self._last[(call.client, call.service, call.operation)] = time.time()
+            self._history.append(Decision(time.time(), call, outcome))
         return outcome, pause
 
     def pause(self, seconds: float) -> None:
