@@ -307,13 +307,14 @@ class FaultProxy:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be an http://host:port URL, got {upstream!r}")
+        if refusal not in ("error", "reset"):
+            raise ValueError(f"refusal must be 'error' or 'reset', got {refusal!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self.refusal = refusal
         self._lock = threading.Lock()
         self._plan = plan or FaultPlan()
         self._rng = random.Random(self._plan.seed)
         self._outage_until = 0.0  # time.monotonic()
-        self._counts: Counter[tuple[str, str, str, str]] = Counter()
         self._history: list[Decision] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -382,8 +383,10 @@ class FaultProxy:
         return time.monotonic() < self._outage_until
 
     def counts(self) -> Counts:
-        with self._lock:
-            return Counts(dict(self._counts))
+        calls = Counter(
+            (d.call.service, d.call.operation, d.call.client, d.outcome) for d in self.history()
+        )
+        return Counts(dict(calls))
 
     def history(self) -> list[Decision]:
         """Every call and its outcome, in the order the proxy decided them."""
@@ -392,7 +395,6 @@ class FaultProxy:
 
     def reset_counts(self) -> None:
         with self._lock:
-            self._counts.clear()
             self._history.clear()
 
     # -- per call
@@ -400,7 +402,7 @@ class FaultProxy:
     def decide(self, call: Call) -> tuple[str, float]:
         """The outcome for one call (a :class:`Fault` value, OUTAGE or PASSED) and its delay."""
         with self._lock:
-            fault, pause = None, 0.0
+            pause = 0.0
             if time.monotonic() < self._outage_until:
                 outcome = OUTAGE
             elif self._plan.applies(call):
@@ -408,7 +410,6 @@ class FaultProxy:
                 outcome = fault.value if fault else PASSED
             else:
                 outcome = PASSED
-            self._counts[(call.service, call.operation, call.client, outcome)] += 1
             self._history.append(Decision(time.time(), call, outcome))
         return outcome, pause
 
