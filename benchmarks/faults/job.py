@@ -176,7 +176,7 @@ class WorkerActivity:
 
     tasks_done: list[float]  # wall-clock times of its task_done events
     events: Counter[str]
-    thread_deaths: list[str]  # names of threads that died of an exception
+    thread_deaths: list[str]  # threads that died of an exception, "(stopping)" once draining
     exit_log: str  # its last error or critical event, if any
 
     def first_done_after(self, moment: float) -> float | None:
@@ -200,10 +200,11 @@ def worker_activity(stderr: Path) -> WorkerActivity:
     done: list[float] = []
     events: Counter[str] = Counter()
     deaths: list[str] = []
-    exit_log = ""
+    exit_log, draining = "", False
     for line in stderr.read_text(errors="replace").splitlines():
         if line.startswith("Exception in thread "):
-            deaths.append(line.removeprefix("Exception in thread ").split(":")[0])
+            name = line.removeprefix("Exception in thread ").split(":")[0]
+            deaths.append(f"{name} (stopping)" if draining else name)
             continue
         if not line.startswith("{"):
             continue
@@ -213,6 +214,7 @@ def worker_activity(stderr: Path) -> WorkerActivity:
             continue
         name = entry.get("event", "?")
         events[name] += 1
+        draining = draining or name == "drain_started"
         if name == "task_done":
             done.append(datetime.fromisoformat(entry["timestamp"]).timestamp())
         if entry.get("level") in ("error", "critical"):
