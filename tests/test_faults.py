@@ -34,8 +34,8 @@ from tests.test_e2e import upload, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAULT_RATE = 0.3  # of every worker call, shared by the four kinds
-# 26 s: today's receive back-off (1, 2, 4, 8, 16 s) then waits out most of 16 s past the end,
-# so an outage of this length tells a worker that recovers at once from one that is lucky.
+# 26 s: a receive back-off of 1, 2, 4, 8, 16 s (today's worker) is then still waiting well after
+# AWS is back, so a slow recovery cannot pass by the luck of where the outage's end falls.
 OUTAGE_SECONDS = 26.0
 RECOVERY_SECONDS = 10.0  # every worker labels again within this of the outage's end
 IMAGES, TASK_SIZE, INVALID = 60, 5, 8
