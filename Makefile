@@ -6,7 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live soak hadolint clean venv
+.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live bench-faults soak hadolint
+.PHONY: clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,12 @@ bench-scale: $(STAMP)
 # backfill's throughput with and without live uploads (docs/benchmarks.md). IMAGES=300: a quick run.
 bench-live: $(STAMP)
 	$(PY) -m benchmarks.live $(if $(IMAGES),--backfill $(IMAGES))
+
+# Three real workers and the producer through a fault-injecting proxy (docs/benchmarks.md,
+# "AWS faults"): half of all calls faulted with invalid bodies queued, then a 2-minute outage.
+bench-faults: $(STAMP)
+	$(PY) -m benchmarks.faults --faults 0.5 --images 300 --invalid 40
+	$(PY) -m benchmarks.faults --outage 120 --images 900
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000
