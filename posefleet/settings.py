@@ -176,8 +176,18 @@ class WorkerSettings(CommonSettings):
     visibility_timeout: int = Field(
         default=300, ge=10, description="Seconds a received task stays hidden between heartbeats."
     )
+    receive_visibility_seconds: int = Field(
+        default=60,
+        ge=10,
+        description="Visibility a message is received with; the heartbeat then extends it to "
+        "visibility_timeout. Short, so that messages whose receive answer was lost on the way "
+        "(a dropped connection) come back within a minute, not after the whole timeout.",
+    )
     heartbeat_seconds: float = Field(
-        default=0.0, ge=0, description="Heartbeat period; 0 means a third of the visibility."
+        default=0.0,
+        ge=0,
+        description="Heartbeat period; 0 means a third of the shorter of visibility_timeout and "
+        "receive_visibility_seconds.",
     )
     drain_seconds: float = Field(
         default=90.0, ge=0, description="Grace after SIGTERM before unfinished tasks are released."
