@@ -226,6 +226,13 @@ class WorkerSettings(CommonSettings):
         "replace it; fewer are logged and the stage restarted.",
     )
     stage_crash_window_seconds: float = Field(default=300.0, gt=0)
+    job_state_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a job's state (cancelled or not) is cached: a cancelled job's "
+        "tasks get no more work within about this long (one eventually consistent GetItem a "
+        "job, a worker, this often).",
+    )
     jpeg_draft: bool = Field(
         default=True, description="Decode JPEGs at a reduced DCT scale (off: full decode, slower)."
     )

@@ -39,6 +39,24 @@ def test_closes_on_age_with_a_partial_batch():
     assert batch == list(range(len(batch)))
 
 
+def test_closes_early_when_more_urgent_work_arrives():
+    q: queue.Queue = queue.Queue()
+    urgent = threading.Event()
+
+    def trickle():
+        for i in range(10):
+            q.put(i)
+            if i == 2:
+                urgent.set()
+            time.sleep(0.02)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    batch = collect_batch(q, max_size=100, max_wait=5, first_wait=1, close_early=urgent.is_set)
+    assert batch[:3] == [0, 1, 2] and len(batch) < 10
+    assert time.monotonic() - started < 1  # not the 5 s it would wait for a full batch
+
+
 def test_waits_for_a_late_first_item():
     q: queue.Queue = queue.Queue()
     threading.Timer(0.05, q.put, args=("late",)).start()

@@ -106,6 +106,7 @@ def run_worker(
     shutdown=None,
     live_queue=None,
     hooks=(),
+    jobs=None,
     **kw,
 ):
     out = io.StringIO()
@@ -121,6 +122,7 @@ def run_worker(
         exit_when_idle=idle,
         live_queue=live_queue,
         hooks=hooks,
+        jobs=jobs,
     )
     assert worker.run() == 0
     return worker, [json.loads(line) for line in out.getvalue().splitlines()]
@@ -590,7 +592,7 @@ def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, c
     from posefleet.events import EventChannel, ImageLabelled, parse_event
     from worker.announce import Announcer
 
-    # Given a backlog of backfill tasks, and a worker holding four batches of it
+    # Given a backlog of backfill tasks, and a worker holding eight batches of it
     backfill = [
         send_task(
             sqs,
@@ -598,7 +600,7 @@ def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, c
             [put(s3, f"old/{t}-{i}.jpg", jpeg((320, 240), seed=i)) for i in range(8)],
             task_id=f"{t:06d}-bf",
         )
-        for t in range(10)
+        for t in range(14)
     ]
     new = put(s3, "uploads/new.jpg", jpeg(seed=9))
     broken = put(s3, "uploads/broken.jpg", b"\xff\xd8\xff\xe0 not really")
@@ -628,17 +630,19 @@ def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, c
         live_queue=live,
         hooks=[("announce", announcer)],
         batch_size=8,
-        prefetch_batches=4,
+        batch_wait_ms=50,
+        prefetch_batches=8,
         idle=2,
     )
 
-    # Then the uploads jumped what it held: at most the batch in the model and the next went
-    # first (in arrival order they would wait for all four), each at its photo's own key
+    # Then the uploads jumped what it held: at most the batch in the model and a task or two
+    # it finished went first (in arrival order they would wait for all eight), each at its
+    # photo's own key
     live_keys = [LOC.live_key(INPUT, new), LOC.live_key(INPUT, broken)]
     backfill_keys = [t.result_key for t in backfill]
     assert sorted(order) == sorted(live_keys + backfill_keys)
     waited_for = max(order.index(k) for k in live_keys) - 1 - 1  # minus the first, the other
-    assert waited_for <= 2, order
+    assert waited_for <= 3, order
     ((ok,), (bad,)) = (
         load_lines(s3.get_object(Bucket=RESULTS, Key=k)["Body"].read()) for k in live_keys
     )
@@ -657,3 +661,52 @@ def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, c
     assert events[1].uploaded_at < events[1].received_at <= events[1].labelled_at
     assert worker.stats["tasks"] == len(backfill) + 2
     assert depth(sqs, queues.live_queue_url) == 0 and depth(sqs, queues.queue_url) == 0
+
+
+def test_the_worker_counts_each_task_in_its_job_and_skips_a_cancelled_jobs_tasks(
+    s3, sqs, queues, classifier, capsys
+):
+    from posefleet.aws import client
+    from posefleet.events import EventChannel, JobFinished, parse_event
+    from posefleet.resources import DEFAULT_JOBS_TABLE
+    from tests.helpers import run, upload
+    from worker.jobs import JobTracker
+
+    # Given two jobs submitted by the producer, one of them cancelled at once
+    for job in ("keep", "stop"):
+        keys = [f"{job}/{i}.jpg" for i in range(6)]
+        upload(s3, {k: jpeg(seed=i) for i, k in enumerate(keys)})
+        code, _, err = run(
+            capsys,
+            *("--bucket", INPUT, "--prefix", f"{job}/", "--job-id", job, "--task-size", "2"),
+            *("--queue-url", queues.queue_url, "--results", RESULTS_URI),
+        )
+        assert code == 0, err
+    assert run(capsys, "cancel", "stop")[1]["state"] == "cancelling"
+    channel = EventChannel(sns=client("sns"), topic_arn=queues.events_topic)
+    jobs = JobTracker(dynamodb=client("dynamodb"), table=DEFAULT_JOBS_TABLE, events=channel)
+
+    # When a worker with the job records serves the queue
+    worker, _ = run_worker(s3, sqs, queues.queue_url, classifier, jobs=jobs, idle=2)
+
+    # Then the running job completed, counted once a task, and the cancelled one got no work
+    listed = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/")["Contents"]
+    written = {o["Key"].split("/")[1] for o in listed if "/tasks/" in o["Key"]}
+    assert written == {"keep"}
+    assert worker.stats["cancelled_messages"] == 3 and worker.stats["tasks"] == 3
+    states = {}
+    for job in ("keep", "stop"):
+        code, out, _ = run(capsys, "status", job, "--results", RESULTS_URI)
+        states[job] = (out["state"], out["tasks_done"], out["tasks_cancelled"])
+    assert states == {"keep": ("complete", 3, 0), "stop": ("cancelled", 0, 3)}
+    got = sqs.receive_message(QueueUrl=queues.events_queue_url, MaxNumberOfMessages=10)
+    finished = sorted(
+        (
+            e
+            for e in (parse_event(m["Body"]) for m in got["Messages"])
+            if isinstance(e, JobFinished)
+        ),
+        key=lambda e: e.job_id,
+    )
+    assert [(e.job_id, e.state) for e in finished] == [("keep", "complete"), ("stop", "cancelled")]
+    assert depth(sqs, queues.queue_url) == 0

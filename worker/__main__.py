@@ -177,16 +177,24 @@ def main(argv: list[str] | None = None) -> int:
         live_queue = startup.call(lambda: _live_queue(settings, sqs), what="live lane lookup")
     except (ClientError, BotoCoreError, GaveUp) as e:
         return fail("queue_lookup_failed", "cannot use the live lane's queue", e)
-    hooks = []
-    if settings.events_topic:
-        from posefleet.events import EventChannel
-        from worker.announce import Announcer
+    from posefleet.events import EventChannel
+    from worker.announce import Announcer
+    from worker.jobs import JobTracker
 
+    hooks = []
+    channel = None
+    if settings.events_topic:
         channel = EventChannel(
             sns=client("sns", max_attempts=settings.aws_max_attempts),
             topic_arn=settings.events_topic,
         )
         hooks.append(("sns:Publish(image.labelled)", Announcer(channel=channel, metrics=metrics)))
+    jobs = JobTracker(
+        dynamodb=client("dynamodb", max_attempts=settings.aws_max_attempts),
+        table=settings.jobs_table,
+        events=channel,
+        refresh_seconds=settings.job_state_seconds,
+    )
 
     worker = Worker(
         settings=settings,
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         protection=ScaleInProtection(os.environ.get("ECS_AGENT_URI")),
         live_queue=live_queue,
         hooks=hooks,
+        jobs=jobs,
     )
     return worker.run()
 

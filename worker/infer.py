@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from posefleet import metric_names as m
 from posefleet.logs import get_logger
@@ -22,7 +23,7 @@ from posefleet.settings import WorkerSettings
 from posefleet.task import TaskMessage
 from worker.batching import collect_batch
 from worker.gate import Gate
-from worker.ledger import Item, Ledger
+from worker.ledger import Held, Item, Ledger
 from worker.metrics import Metrics
 from worker.model import Classifier, Prediction
 
@@ -60,8 +61,8 @@ class Ready:
 
     def next_batch(self, *, max_size: int, max_wait: float) -> list[Item]:
         """Every live image waiting (up to ``max_size``), at once; else a backfill batch closed
-        on size or age. Waits at most 50 ms for a first backfill image, so a live one that
-        arrives meanwhile is seen soon."""
+        on size or age, or as soon as a live image arrives. Waits at most 50 ms for a first
+        backfill image, so a live one that arrives meanwhile is seen soon."""
         live: list[Item] = []
         while len(live) < max_size:
             try:
@@ -70,7 +71,13 @@ class Ready:
                 break
         if live:
             return live
-        return collect_batch(self.backfill, max_size=max_size, max_wait=max_wait, first_wait=0.05)
+        return collect_batch(
+            self.backfill,
+            max_size=max_size,
+            max_wait=max_wait,
+            first_wait=0.05,
+            close_early=lambda: not self.live.empty(),
+        )
 
 
 class Inferrer:
@@ -84,7 +91,10 @@ class Inferrer:
         gate: Gate,
         metrics: Metrics,
         stop: threading.Event,
+        skip: Callable[[Held], bool] = lambda held: False,
     ) -> None:
+        """``skip(held)``: whether an image's message should get no more work (its job was
+        cancelled); checked before each batch."""
         self.settings = settings
         self.classifier = classifier
         self.ready = ready
@@ -92,13 +102,18 @@ class Inferrer:
         self.gate = gate
         self.metrics = metrics
         self.stop = stop
+        self.skip = skip
 
     def loop(self) -> None:
         while not self.stop.is_set():
             batch = self.ready.next_batch(
                 max_size=self.settings.batch_size, max_wait=self.settings.batch_wait_ms / 1000
             )
-            live = [item for item in batch if not item.state.held.closed]
+            live = [
+                item
+                for item in batch
+                if not (item.state.held.stopped or self.skip(item.state.held))
+            ]
             if live:
                 try:
                     self.run(live)

@@ -96,7 +96,7 @@ class Isolator:
             except queue.Empty:
                 continue
             for state in held.tasks:
-                if held.closed:
+                if held.stopped:
                     break
                 try:
                     self.isolate(state)
@@ -195,7 +195,7 @@ class Isolator:
 
         fetching = start(groups[0]) if groups else []
         for number, _ in enumerate(groups):
-            if held.closed:
+            if held.stopped:
                 return
             current = fetching
             fetching = start(groups[number + 1]) if number + 1 < len(groups) else []

@@ -56,9 +56,15 @@ class Held:
     tasks: list[TaskState] = field(default_factory=list)
     pending: int = 0  # tasks not yet written
     images: int = 0
-    closed: bool = False  # deleted, handed back or released: no more work on it
+    closed: bool = False  # deleted, handed back or released: no more work on it, forgotten
+    cancelled: bool = False  # its job was cancelled: no more work, acknowledged once counted
     received_at: float = field(default_factory=time.time)  # wall clock, for events
     visible_until: float = 0.0  # monotonic: when SQS shows it to others unless extended
+
+    @property
+    def stopped(self) -> bool:
+        """No stage spends more work on it."""
+        return self.closed or self.cancelled
 
     @property
     def urgent(self) -> bool:
@@ -147,7 +153,7 @@ class Ledger:
     def finish_item(self, state: TaskState, index: int, line: ResultLine) -> None:
         """Record image ``index``'s line; the task's last line hands it to the writer."""
         with self._lock:
-            if state.held.closed or state.lines[index] is not None:
+            if state.held.stopped or state.lines[index] is not None:
                 return
             state.lines[index] = line
             state.remaining -= 1
@@ -172,13 +178,23 @@ class Ledger:
         held = state.held
         with self._lock:
             held.pending -= 1
-            done = held.pending == 0 and not held.closed
+            done = held.pending == 0 and not held.stopped
         if done:
             self.acks.put(held)
 
     def acknowledge(self, held: Held) -> None:
         """A message with nothing to do (a test event, a cancelled job's task): delete it."""
         self.acks.put(held)
+
+    def cancel(self, held: Held) -> bool:
+        """Stop all work on ``held`` (its job was cancelled); True the first time only, when
+        the caller counts its tasks and acknowledges it."""
+        with self._lock:
+            if held.stopped:
+                return False
+            held.cancelled = True
+        self.stats["cancelled_messages"] += 1
+        return True
 
     # ------------------------------------------------------------------ letting go
 

@@ -46,12 +46,14 @@ from typing import Any
 from posefleet import metric_names as m
 from posefleet.logs import get_logger
 from posefleet.resources import Lane
+from posefleet.result import ResultLine
 from posefleet.settings import WorkerSettings
 from worker.ack import Acker
 from worker.gate import Gate
 from worker.heartbeat import Heartbeat
 from worker.infer import Inferrer, Ready
 from worker.isolate import Isolator
+from worker.jobs import JobTracker
 from worker.ledger import Held, Ledger, TaskState
 from worker.metrics import Metrics
 from worker.model import Classifier
@@ -59,7 +61,7 @@ from worker.pool import PriorityPool
 from worker.prepare import Preparer
 from worker.protection import ScaleInProtection
 from worker.receive import Receiver, receive_visibility
-from worker.retry import Retry
+from worker.retry import GaveUp, Retry
 from worker.sqs import TaskQueue
 from worker.supervise import Supervisor
 from worker.write import TaskHook, Writer
@@ -105,12 +107,18 @@ class Worker:
         protection: ScaleInProtection | None = None,
         live_queue: TaskQueue | None = None,
         hooks: Sequence[tuple[str, TaskHook]] = (),
+        jobs: JobTracker | None = None,
     ) -> None:
         """``tasks_queue`` is the backfill lane's queue, ``live_queue`` the live lane's (None:
-        no live lane); ``hooks`` run after a task's object is written (``worker.write``)."""
+        no live lane); ``hooks`` run after a task's object is written (``worker.write``);
+        ``jobs`` (None: no job records) counts each task in its job's record, and stops work
+        on a cancelled job's tasks."""
         self.settings = settings
         self.queue = tasks_queue
         self.live_queue = live_queue
+        self.jobs = jobs
+        if jobs is not None:
+            hooks = [*hooks, ("dynamodb:job record", self._count)]
         self.classifier = classifier
         self.metrics = metrics
         self.shutdown = shutdown
@@ -159,6 +167,7 @@ class Worker:
             supervisor=self.supervisor,
             fetch_pool=self._fetch_pool,
             decode_pool=self._decode_pool,
+            skip=self._cancelled,
         )
         self.isolator = Isolator(
             settings=settings,
@@ -196,6 +205,7 @@ class Worker:
             gate=gate,
             metrics=metrics,
             stop=self._stop,
+            skip=self._cancelled,
         )
         self.acker = Acker(ledger=self.ledger, retry=self.retry, stop=self._stop)
         self.heartbeat = Heartbeat(
@@ -210,6 +220,8 @@ class Worker:
         return self.ledger.stats
 
     def _dispatch(self, held: Held) -> None:
+        if self._cancelled(held):
+            return
         if held.suspect:  # it came back after a worker died: taken image by image
             self.isolator.put(held)
         else:
@@ -217,6 +229,54 @@ class Worker:
 
     def _task_complete(self, state: TaskState) -> None:
         self.writer.submit(state)
+
+    # ----------------------------------------------------------------- job records
+
+    def _count(self, state: TaskState, lines: list[ResultLine]) -> None:
+        """A write hook: the task counts once in its job's record (``worker.jobs``)."""
+        assert self.jobs is not None
+        self.jobs.task_finished(state.task, lines)
+
+    def _cancelled(self, held: Held) -> bool:
+        """Whether ``held`` belongs to a cancelled job (the tracker's cached state): then it
+        gets no more work, its tasks are counted as cancelled and it is acknowledged."""
+        if self.jobs is None or not held.tasks:
+            return False
+        if held.cancelled:
+            return True
+        if not any(self.jobs.cancelled(state.task.job_id) for state in held.tasks):
+            return False
+        if self.ledger.cancel(held):
+            self.supervisor.guard(
+                self._io_pool,
+                self._count_cancelled,
+                held,
+                on_error=lambda _: self.ledger.give_up(held, reason="cancel_failed", crash=True),
+                stage="cancel",
+            )
+        return True
+
+    def _count_cancelled(self, held: Held) -> None:
+        jobs = self.jobs
+        assert jobs is not None
+        try:
+            for state in held.tasks:
+                self.retry.call(
+                    lambda s=state: jobs.task_cancelled(s.task),
+                    what="dynamodb:job record (cancelled)",
+                    task=state.task.task_id,
+                )
+        except GaveUp as e:
+            log.warning("cancel_count_failed", error=str(e))
+            self.ledger.give_up(held, reason="cancel_count_failed")
+            return
+        log.info(
+            "message_cancelled",
+            message_id=held.received.message_id,
+            jobs=sorted({s.task.job_id for s in held.tasks}),
+            tasks=len(held.tasks),
+        )
+        self.ledger.acknowledge(held)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -12,6 +12,7 @@ holds the message; only if it outlasts ``fault_budget_seconds`` is the message h
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -88,7 +89,10 @@ class Preparer:
         supervisor: Supervisor,
         fetch_pool: Executor,
         decode_pool: Executor,
+        skip: Callable[[Held], bool] = lambda held: False,
     ) -> None:
+        """``skip(held)``: whether a message should get no more work (its job was cancelled);
+        checked before each fetch."""
         self.settings = settings
         self.s3 = s3
         self.input_size = input_size
@@ -100,6 +104,7 @@ class Preparer:
         self.supervisor = supervisor
         self.fetch_pool = fetch_pool
         self.decode_pool = decode_pool
+        self.skip = skip
 
     def start(self, held: Held) -> None:
         for state in held.tasks:
@@ -123,7 +128,7 @@ class Preparer:
                 )
 
     def _fetch(self, state: TaskState, index: int) -> None:
-        if state.held.closed:
+        if state.held.stopped or self.skip(state.held):
             return
         started = time.perf_counter()
         try:
@@ -150,7 +155,7 @@ class Preparer:
         )
 
     def _decode(self, state: TaskState, index: int, data: bytes) -> None:
-        if state.held.closed:
+        if state.held.stopped:
             return
         started = time.perf_counter()
         try:

@@ -63,7 +63,7 @@ class Writer:
 
     def write(self, state: TaskState) -> None:
         task, held = state.task, state.held
-        if held.closed:
+        if held.stopped:
             return
         lines = [line for line in state.lines if line is not None]
         started = time.perf_counter()
