@@ -14,7 +14,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from posefleet.metric_names import SERVICE
 from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# What posefleet.preprocess decodes (ALLOWED_FORMATS): phones write .heic (iPhone), .heif and
+# .hif (Android, cameras) and .avif besides .jpg.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".hif",
+    ".avif",
+)
+MAX_IMAGE_PIXELS = 60_000_000  # the default pixel limit of a decoded image (max_image_pixels)
 
 __all__ = ["CommonSettings", "FleetSettings", "ProducerSettings", "WorkerSettings", "explain"]
 
@@ -140,10 +156,18 @@ class WorkerSettings(CommonSettings):
         description="Visibility given to a task abandoned on a transient fault (S3 down, ...).",
     )
     jpeg_draft: bool = Field(
-        default=True, description="Decode JPEGs at a reduced DCT scale (off: full decode, slower)."
+        default=True,
+        description="Decode JPEGs at a reduced DCT scale and HEIFs from their embedded "
+        "thumbnail where it is at least the model's input size (off: full decode, slower; "
+        "docs/benchmarks.md).",
     )
     max_image_bytes: int = Field(default=40 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(default=60_000_000, ge=1)
+    max_image_pixels: int = Field(
+        default=MAX_IMAGE_PIXELS,
+        ge=1,
+        description="Images whose header declares more pixels are refused before decoding "
+        "(too_many_pixels); Pillow's own decompression-bomb guard is set to the same limit.",
+    )
     aws_max_attempts: int = Field(
         default=5,
         ge=1,
