@@ -219,6 +219,7 @@ def run_posefleet(
     batch: int,
     draft: bool,
     backend: str = "torch",
+    prefix: str = "bench/",
 ) -> dict:
     suffix = f"{label}-{int(time.time())}"
     queues = bootstrap(
@@ -247,7 +248,7 @@ def run_posefleet(
             "--bucket",
             "bench-input",
             "--prefix",
-            "bench/",
+            prefix,
             "--job-id",
             "bench",
             "--task-size",

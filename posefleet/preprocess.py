@@ -93,6 +93,17 @@ class DecodedImage:
 # ISO-BMFF brands (the ftyp box) of the HEIF family: which plugin reads the file. A structural
 # brand (mif1, msf1, miaf) says only "HEIF container": the compatible brands name the codec.
 _HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+# HEIF of other codecs (H.264, JPEG, JPEG 2000, VVC) as the major brand: named, not decoded.
+# (Under a structural brand libheif reads them and says that this build has no such decoder.)
+_OTHER_HEIF_BRANDS = {
+    b"avci": "H.264",
+    b"avcs": "H.264",
+    b"jpeg": "JPEG",
+    b"jpgs": "JPEG",
+    b"j2ki": "JPEG 2000",
+    b"j2is": "JPEG 2000",
+    b"vvic": "VVC",
+}
 _AV1_BRANDS = frozenset({b"avif", b"avis"})
 _STRUCTURAL_BRANDS = frozenset({b"mif1", b"msf1", b"miaf"})
 _HEIF_PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
@@ -118,6 +129,8 @@ def _sniff_unsupported(data: bytes) -> str | None:
     """Formats Pillow cannot open but a photo bucket holds: name them rather than guess."""
     if data.startswith(b"%PDF-"):
         return "PDF"
+    if data[4:8] == b"ftyp" and data[8:12] in _OTHER_HEIF_BRANDS:
+        return f"{_OTHER_HEIF_BRANDS[data[8:12]]}-coded HEIF"
     return None
 
 

@@ -316,7 +316,11 @@ def _bad_variants() -> dict[str, tuple[bytes, str]]:
         # a whole HEIF whose image is in a codec this build does not decode (AV1 labelled as
         # plain HEIF, so that libheif, not the AVIF plugin, reads it)
         "av1-labelled-heif.heif": (
-            avif[:8] + b"mif1" + avif[12:16] + avif[16:32].replace(b"avif", b"avci") + avif[32:],
+            avif[:8] + b"mif1" + avif[12:16] + avif[16:32].replace(b"avif", b"heic") + avif[32:],
+            "unsupported_format",
+        ),
+        "h264-brand.heif": (  # an H.264 HEIF's brand: named, not decoded
+            avif[:8] + b"avci" + avif[12:16] + avif[16:32].replace(b"avif", b"avci") + avif[32:],
             "unsupported_format",
         ),
     }
