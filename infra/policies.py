@@ -48,6 +48,7 @@ def task_policy(
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",
                 "sqs:ChangeMessageVisibility",
+                "sqs:SendMessage",  # a message handed back by a live worker is sent again
                 "sqs:GetQueueUrl",
                 "sqs:GetQueueAttributes",
             ],

@@ -6,7 +6,8 @@ queues), so what a user sees locally is what the deployed dashboard shows. Metri
 from :mod:`posefleet.metric_names`; the queue metrics are SQS's own (namespace ``AWS/SQS``,
 dimension ``QueueName``), which the local fleet samples under the same names.
 
-This module imports nothing but :mod:`posefleet.metric_names`: no Pulumi, no boto3.
+This module imports nothing but :mod:`posefleet.metric_names` and the lanes of
+:mod:`posefleet.resources`: no Pulumi, no boto3.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from posefleet import metric_names as m
+from posefleet.resources import Lane
 
 __all__ = [
     "DIM_QUEUE_NAME",
@@ -157,9 +159,13 @@ def widgets(
             split_by=m.DIM_ERROR_KIND,
         ),
         dict(
-            title="Latency, enqueue to result (ms)",
+            title="Latency, enqueue (live: upload) to result (ms)",
             unit="ms",
-            metrics=tuple(worker(m.END_TO_END_LATENCY, p, p) for p in ("p50", "p90", "p99")),
+            metrics=tuple(
+                worker(m.END_TO_END_LATENCY, p, f"{lane} {p}", (m.DIM_LANE, lane))
+                for lane in Lane
+                for p in ("p50", "p99")
+            ),
         ),
         dict(
             title="Time per stage, p50 (ms)",

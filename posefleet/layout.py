@@ -7,9 +7,15 @@
     <prefix>/<job>/plan/<partition>/<shard>.part          {"sent_through": i}: a stopped send
     <prefix>/<job>/plan/<partition>/partition.json        the partition is fully planned
     <prefix>/<job>/plan/partitions.jsonl.gz               index of every partition, once complete
+    <prefix>/live/<bucket>/<key>.json                     one uploaded photo's result line (live)
 
 A retried or duplicated task writes the same key with the same lines, so a job's merged
 results hold every image exactly once.
+
+**Live results.** A photo labelled because it was uploaded (an S3 event, the live lane) has its
+result line at a key derived from its input alone (:meth:`ResultsLocation.live_key`), so an
+application finds one photo's label with one GET, and a re-upload overwrites its own result. So
+that no job's objects can mix with them, ``live`` is not a job id.
 
 **The plan.** ``python -m producer`` streams keys from its source, cuts them into
 *partitions* (a range of the listing's key space, one S3 Inventory data file, or one keys
@@ -37,6 +43,7 @@ last one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -52,6 +59,7 @@ __all__ = [
     "check_id",
 ]
 
+LIVE = "live"  # the key segment of live results; reserved, not a job id
 SHARD_TASKS = 100  # tasks per plan shard: what a resumed submit may send twice, per sender
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
@@ -89,6 +97,8 @@ class ResultsLocation:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     def job_prefix(self, job_id: str) -> str:
+        if job_id == LIVE:
+            raise ValueError(f"job id {LIVE!r} is reserved for live results")
         return self._join(check_id(job_id, "job id")) + "/"
 
     def tasks_prefix(self, job_id: str) -> str:
@@ -96,6 +106,19 @@ class ResultsLocation:
 
     def task_key(self, job_id: str, task_id: str) -> str:
         return self.tasks_prefix(job_id) + check_id(task_id, "task id") + ".jsonl"
+
+    def live_prefix(self) -> str:
+        return self._join(LIVE) + "/"
+
+    def live_key(self, bucket: str, key: str) -> str:
+        """``<prefix>/live/<bucket>/<key>.json``: one uploaded photo's result, from its input
+        alone. A key too long for that (S3 keys stop at 1,024 bytes) is named by its digest,
+        ``<prefix>/live/<bucket>/_digest/<sha256>.json``."""
+        live = self.live_prefix() + bucket + "/"
+        name = f"{live}{key}.json"
+        if len(name.encode()) <= 1024:
+            return name
+        return f"{live}_digest/{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def manifest_key(self, job_id: str) -> str:
         return self.job_prefix(job_id) + "manifest.json"
@@ -202,17 +225,17 @@ class PartitionSummary(BaseModel):
 class Manifest(BaseModel):
     """``<prefix>/<job>/manifest.json``: what a job was asked to do, counts and pointers.
 
-    Version 2 (this one) holds no task ids: ``complete`` is false while ``python -m producer``
-    is still planning and sending (``tasks``, ``images`` and ``tasks_sent`` then count what is
-    planned and sent so far, rewritten every few seconds) and true once the plan is done and
-    every task sent; then ``tasks`` and ``images`` are the job's totals and ``partitions``
-    counts the lines of ``plan/partitions.jsonl.gz`` (``plan`` is the plan's key prefix).
-    Version 1 manifests (a ``task_ids`` list, written complete) still read.
+    Version 2 holds no task ids: ``complete`` is false while ``python -m producer`` is still
+    planning and sending (``tasks``, ``images`` and ``tasks_sent`` then count what is planned
+    and sent so far, rewritten every few seconds) and true once the plan is done and every task
+    sent; then ``tasks`` and ``images`` are the job's totals and ``partitions`` counts the lines
+    of ``plan/partitions.jsonl.gz`` (``plan`` is the plan's key prefix). Version 1 (every task
+    id listed in the manifest) was written for a few hours before version 2 and is not read.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1, 2] = 2
+    v: Literal[2] = 2
     job_id: str
     source_bucket: str
     source_prefix: str
@@ -232,4 +255,3 @@ class Manifest(BaseModel):
     tasks_sent: int | None = None
     partitions: int | None = None
     plan: str | None = Field(default=None, description="Key prefix of the plan objects.")
-    task_ids: list[str] | None = Field(default=None, description="Version 1 only.")

@@ -1,9 +1,10 @@
 """Local mode: moto's server on 127.0.0.1, speaking the real S3 and SQS protocols.
 
 :class:`LocalAWS` starts the server on a free loopback port and stops it (by its process handle);
-:func:`bootstrap` creates the tasks queue, its dead-letter queue and the buckets with the same
-settings infra/ provisions (:mod:`posefleet.resources`). Producer and worker then run unchanged
-with :meth:`LocalAWS.env` in their environment.
+:func:`bootstrap` creates both lanes' queues (backfill and live, each with its dead-letter
+queue), the buckets and the events topic with a queue subscribed to it, with the same settings
+infra/ provisions (:mod:`posefleet.resources`). Producer and worker then run unchanged with
+:meth:`LocalAWS.env` in their environment.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME, QueueSpec
+from posefleet.resources import (
+    DEFAULT_DLQ_NAME,
+    DEFAULT_EVENTS_QUEUE_NAME,
+    DEFAULT_EVENTS_TOPIC_NAME,
+    DEFAULT_LIVE_DLQ_NAME,
+    DEFAULT_LIVE_QUEUE_NAME,
+    DEFAULT_QUEUE_NAME,
+    QueueSpec,
+)
 
 __all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port", "stop_with_parent"]
 
@@ -121,8 +130,24 @@ class LocalAWS:
 
 @dataclass(frozen=True, slots=True)
 class LocalQueues:
-    queue_url: str
+    queue_url: str  # the backfill lane
     dlq_url: str
+    live_queue_url: str | None = None
+    live_dlq_url: str | None = None
+    events_topic: str | None = None  # the SNS topic's ARN
+    events_queue_url: str | None = None  # a queue subscribed to it (raw delivery)
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+
+
+def _lane(sqs: Any, spec: QueueSpec, name: str, dlq_name: str) -> tuple[str, str]:
+    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=spec.dlq_attributes())["QueueUrl"]
+    attributes = spec.queue_attributes(_queue_arn(sqs, dlq_url))
+    return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"], dlq_url
 
 
 def bootstrap(
@@ -133,17 +158,37 @@ def bootstrap(
     spec: QueueSpec | None = None,
     queue_name: str = DEFAULT_QUEUE_NAME,
     dlq_name: str = DEFAULT_DLQ_NAME,
+    live_queue_name: str | None = DEFAULT_LIVE_QUEUE_NAME,
+    live_dlq_name: str = DEFAULT_LIVE_DLQ_NAME,
+    sns: Any = None,
+    events_topic_name: str = DEFAULT_EVENTS_TOPIC_NAME,
+    events_queue_name: str = DEFAULT_EVENTS_QUEUE_NAME,
 ) -> LocalQueues:
-    """Create (or reuse) the queues and buckets, as infra/ would."""
+    """Create (or reuse) the queues, buckets and events topic, as infra/ would.
+    ``live_queue_name`` None: no live lane; ``sns`` None: no events topic."""
     spec = spec or QueueSpec()
     for bucket in buckets:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=spec.dlq_attributes())["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_url = sqs.create_queue(QueueName=queue_name, Attributes=spec.queue_attributes(dlq_arn))[
-        "QueueUrl"
-    ]
-    return LocalQueues(queue_url=queue_url, dlq_url=dlq_url)
+    queue_url, dlq_url = _lane(sqs, spec, queue_name, dlq_name)
+    live_url = live_dlq_url = None
+    if live_queue_name:
+        live_url, live_dlq_url = _lane(sqs, spec, live_queue_name, live_dlq_name)
+    topic = events_url = None
+    if sns is not None:
+        topic = sns.create_topic(Name=events_topic_name)["TopicArn"]
+        events_url = sqs.create_queue(QueueName=events_queue_name)["QueueUrl"]
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=_queue_arn(sqs, events_url),
+            Attributes={"RawMessageDelivery": "true"},
+        )
+    return LocalQueues(
+        queue_url=queue_url,
+        dlq_url=dlq_url,
+        live_queue_url=live_url,
+        live_dlq_url=live_dlq_url,
+        events_topic=topic,
+        events_queue_url=events_url,
+    )

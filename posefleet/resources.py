@@ -7,24 +7,45 @@ count, visibility timeout, long polling and retention.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
     "DEFAULT_DLQ_NAME",
+    "DEFAULT_EVENTS_QUEUE_NAME",
+    "DEFAULT_EVENTS_TOPIC_NAME",
     "DEFAULT_INPUT_BUCKET",
+    "DEFAULT_LIVE_DLQ_NAME",
+    "DEFAULT_LIVE_QUEUE_NAME",
     "DEFAULT_MODELS_BUCKET",
     "DEFAULT_QUEUE_NAME",
     "DEFAULT_RESULTS_BUCKET",
     "DISCOVERY_PARAMETER",
+    "Lane",
     "QueueSpec",
 ]
 
-DEFAULT_QUEUE_NAME = "posefleet-tasks"
+DEFAULT_QUEUE_NAME = "posefleet-tasks"  # the backfill lane
 DEFAULT_DLQ_NAME = "posefleet-tasks-dlq"
+DEFAULT_LIVE_QUEUE_NAME = "posefleet-live"  # the live lane: uploads as they land, urgent jobs
+DEFAULT_LIVE_DLQ_NAME = "posefleet-live-dlq"
+# The events channel (posefleet.events): one SNS topic, and a queue subscribed to it that
+# `python -m producer events --follow` (and any application) can read.
+DEFAULT_EVENTS_TOPIC_NAME = "posefleet-events"
+DEFAULT_EVENTS_QUEUE_NAME = "posefleet-events"
 DEFAULT_RESULTS_BUCKET = "posefleet-results"
 DEFAULT_MODELS_BUCKET = "posefleet-models"
 DEFAULT_INPUT_BUCKET = "posefleet-input"
 # SSM parameter where a deployed stack publishes {"queue_url", "results", "model"}.
 DISCOVERY_PARAMETER = "/posefleet/config"
+
+
+class Lane(StrEnum):
+    """Where work waits. Workers serve the live lane first: a live image waits at most about
+    one batch of backfill work. Each lane is a queue with its own dead-letter queue, both made
+    from the one :class:`QueueSpec`."""
+
+    BACKFILL = "backfill"
+    LIVE = "live"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,13 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posefleet.metric_names import SERVICE
-from posefleet.resources import DEFAULT_QUEUE_NAME, DEFAULT_RESULTS_BUCKET, DISCOVERY_PARAMETER
+from posefleet.resources import (
+    DEFAULT_EVENTS_QUEUE_NAME,
+    DEFAULT_LIVE_QUEUE_NAME,
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_RESULTS_BUCKET,
+    DISCOVERY_PARAMETER,
+)
 
 # What posefleet.preprocess decodes (ALLOWED_FORMATS): phones write .heic (iPhone), .heif and
 # .hif (Android, cameras) and .avif besides .jpg.
@@ -43,7 +49,24 @@ class CommonSettings(BaseSettings):
     queue_url: str | None = Field(
         default=None, description="Tasks queue URL; looked up from queue_name when unset."
     )
-    queue_name: str = Field(default=DEFAULT_QUEUE_NAME, description="Tasks queue name.")
+    queue_name: str = Field(
+        default=DEFAULT_QUEUE_NAME, description="Tasks queue name (the backfill lane)."
+    )
+    live_queue_url: str | None = Field(
+        default=None,
+        description="Live lane queue URL (uploads as they land, urgent jobs); looked up from "
+        "live_queue_name when unset.",
+    )
+    live_queue_name: str = Field(
+        default=DEFAULT_LIVE_QUEUE_NAME,
+        description="Live lane queue name; empty: no live lane (the worker serves the backfill "
+        "queue alone).",
+    )
+    events_topic: str | None = Field(
+        default=None,
+        description="ARN of the SNS topic events are published to (posefleet/events.py); "
+        "unset: no events.",
+    )
     results: str = Field(
         default=f"s3://{DEFAULT_RESULTS_BUCKET}/results",
         description="Where results go: s3://bucket/prefix.",
@@ -64,6 +87,12 @@ class CommonSettings(BaseSettings):
 
 
 class ProducerSettings(CommonSettings):
+    events_queue_url: str | None = Field(
+        default=None,
+        description="Queue subscribed to the events topic that `python -m producer events` "
+        "reads; looked up from events_queue_name when unset.",
+    )
+    events_queue_name: str = Field(default=DEFAULT_EVENTS_QUEUE_NAME)
     discovery_parameter: str = Field(
         default=DISCOVERY_PARAMETER,
         description="SSM parameter a deployed stack publishes its queue and results location in; "
@@ -152,9 +181,37 @@ class WorkerSettings(CommonSettings):
     retry_delay_seconds: int = Field(
         default=30,
         ge=0,
-        le=43200,
-        description="Visibility given to a task abandoned on a transient fault (S3 down, ...).",
+        le=900,
+        description="Delay before a message given up on a transient fault comes back (sent "
+        "again with this DelaySeconds; SQS's most is 900).",
     )
+    fault_budget_seconds: float = Field(
+        default=240.0,
+        ge=0,
+        description="How long a transient AWS fault (throttling, 5xx, dropped connections, an "
+        "outage) is retried in place, with jittered back-off, while the heartbeat holds the "
+        "message; past it the message is handed back as new.",
+    )
+    startup_budget_seconds: float = Field(
+        default=180.0,
+        ge=0,
+        description="How long the start-up calls (queue lookups, the model's download) are "
+        "retried before the worker gives up with a clear message and exits 1.",
+    )
+    task_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A message held longer than this is released (by visibility): nothing "
+        "stuck is held forever.",
+    )
+    stage_max_crashes: int = Field(
+        default=5,
+        ge=1,
+        description="Crashes of one stage (receive, infer, ...) within "
+        "stage_crash_window_seconds after which the worker drains and exits 1 for ECS to "
+        "replace it; fewer are logged and the stage restarted.",
+    )
+    stage_crash_window_seconds: float = Field(default=300.0, gt=0)
     jpeg_draft: bool = Field(
         default=True,
         description="Decode JPEGs at a reduced DCT scale and HEIFs from their embedded "
@@ -169,10 +226,11 @@ class WorkerSettings(CommonSettings):
         "(too_many_pixels); Pillow's own decompression-bomb guard is set to the same limit.",
     )
     aws_max_attempts: int = Field(
-        default=5,
+        default=3,
         ge=1,
         le=20,
-        description="Attempts per S3 or SQS call (botocore standard retries).",
+        description="Attempts per AWS call (botocore standard retries, about 3 s in all); "
+        "longer faults are retried by the worker itself (fault_budget_seconds).",
     )
     stream_job: str = Field(
         default="stream", description="Job id given to tasks built from S3 event notifications."

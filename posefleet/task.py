@@ -4,8 +4,10 @@ A message body is either
 
 * a posefleet task (JSON, versioned): job id, a task id deterministic for the job, the source
   bucket, up to ``task_size`` keys and where results go; or
-* an S3 event notification (``Records[].s3``): each record becomes a one-key task of the
-  stream job, its key URL-decoded (``unquote_plus``) exactly once; or
+* an S3 event notification (``Records[].s3``): each record becomes a one-key *upload* task
+  of the stream job, its key URL-decoded (``unquote_plus``) exactly once; its result goes to
+  the photo's live key (``ResultsLocation.live_key``), and ``upload`` names the upload (the
+  object's ETag, else S3's sequencer) for the "image labelled" event's id; or
 * ``s3:TestEvent``, which S3 sends when notifications are configured: acknowledged, ignored.
 
 Anything else raises :class:`InvalidMessage`; the worker sends such a message to the
@@ -24,7 +26,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from posefleet.layout import ResultsLocation, check_id
+from posefleet.layout import LIVE, ResultsLocation, check_id
 
 __all__ = [
     "MAX_KEYS_PER_TASK",
@@ -60,10 +62,17 @@ class TaskMessage(BaseModel):
     keys: tuple[str, ...] = Field(min_length=1, max_length=MAX_KEYS_PER_TASK)
     results: str
     enqueued_at: float | None = Field(default=None, description="Unix time the task was sent.")
+    upload: str | None = Field(
+        default=None,
+        description="Upload tasks (from S3 events) only: the object's ETag or S3's sequencer. "
+        "Such a task's result is its photo's live result.",
+    )
 
     @field_validator("job_id")
     @classmethod
     def _job_ok(cls, v: str) -> str:
+        if v == LIVE:
+            raise ValueError(f"job id {LIVE!r} is reserved for live results")
         return check_id(v, "job id")
 
     @field_validator("task_id")
@@ -83,6 +92,8 @@ class TaskMessage(BaseModel):
 
     @property
     def result_key(self) -> str:
+        if self.upload is not None:
+            return self.location.live_key(self.bucket, self.keys[0])
         return self.location.task_key(self.job_id, self.task_id)
 
     def to_body(self) -> str:
@@ -187,6 +198,8 @@ def _event_task(record: dict, *, stream_job: str, results: str) -> TaskMessage:
             enqueued_at = None
     # One result object per source object: a re-upload overwrites its own result.
     task_id = "s3-" + hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:24]
+    obj = record["s3"]["object"]
+    upload = str(obj.get("eTag") or obj.get("sequencer") or "")
     return TaskMessage(
         job_id=stream_job,
         task_id=task_id,
@@ -194,6 +207,7 @@ def _event_task(record: dict, *, stream_job: str, results: str) -> TaskMessage:
         keys=(key,),
         results=results,
         enqueued_at=enqueued_at,
+        upload=upload,
     )
 
 

@@ -1,7 +1,8 @@
 """``python -m producer``: enqueue every image under an S3 prefix as tasks; follow and export jobs.
 
 Exit codes: 0 done; 1 the job failed (tasks in the dead-letter queue, or --wait timed out);
-2 bad usage or settings; 3 nothing to do (no images under the prefix); 4 AWS said no
+2 bad usage or settings; 3 nothing to do (no images under the prefix), or no label yet
+(``label``); 4 AWS said no
 (missing bucket or queue, no credentials, access denied); 130 submit interrupted (Ctrl-C):
 run it again with the same --job-id to resume.
 """
@@ -20,9 +21,11 @@ from tqdm import tqdm
 from posefleet.aws import client
 from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
+from posefleet.resources import Lane
 from posefleet.settings import ProducerSettings, explain
 from producer.discovery import Endpoints
-from producer.results import PART_ROWS, READ_THREADS
+from producer.job import Job
+from producer.job.export import PART_ROWS, READ_THREADS
 
 EXAMPLES = """examples:
   python -m producer --bucket checkins --prefix 2026/11/
@@ -35,6 +38,9 @@ EXAMPLES = """examples:
   python -m producer report nov --out nov.html    # charts and galleries, opens offline
   python -m producer redrive --peek              # what is in the dead-letter queue, and why
   python -m producer redrive                     # move the tasks back once the cause is fixed
+  python -m producer --keys urgent.txt --bucket checkins --lane live   # ahead of any backfill
+  python -m producer label s3://checkins/2026/11/a.jpg --wait 10   # one photo's label
+  python -m producer events --follow             # "image labelled", "job finished", as they come
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING, EXIT_AWS = 0, 1, 2, 3, 4
@@ -91,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
         "--task-size", type=int, help="keys per task (default: POSEFLEET_TASK_SIZE or 20)"
     )
     submit.add_argument(
+        "--lane",
+        choices=[lane.value for lane in Lane],
+        default=Lane.BACKFILL.value,
+        help="backfill (default), or live: urgent, served ahead of any backfill (small jobs)",
+    )
+    submit.add_argument(
         "--dry-run", action="store_true", help="list and plan, print the plan, send nothing"
     )
     submit.add_argument(
@@ -128,6 +140,21 @@ def parser() -> argparse.ArgumentParser:
         help="move bodies that are not tasks too (they will dead-letter again)",
     )
     _common(redrive)
+    label = sub.add_parser("label", help="print an uploaded photo's result line (live lane)")
+    label.add_argument("photo", metavar="s3://BUCKET/KEY", help="the photo, as it was uploaded")
+    label.add_argument(
+        "--wait", type=float, metavar="SECONDS", default=0.0, help="wait this long for it"
+    )
+    _common(label)
+    events = sub.add_parser(
+        "events", help="print events (image labelled, job finished) from the events queue"
+    )
+    events.add_argument("--follow", action="store_true", help="keep printing until Ctrl-C")
+    events.add_argument(
+        "--keep", action="store_true", help="leave the events on the queue (default: consume)"
+    )
+    events.add_argument("--events-queue-url", help="default: the stack's events queue")
+    _common(events)
     export = sub.add_parser("export", help="merge a job's results into one file")
     export.add_argument("job_id")
     export.add_argument(
@@ -168,8 +195,8 @@ def _endpoints(settings: ProducerSettings, sqs: object) -> Endpoints:
 
 
 def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    """Stream the source through planning to SQS (producer/jobs.py); resumable by job id."""
-    from producer.jobs import JobConflict, Submission, SubmitOptions, default_job_id
+    """Stream the source through planning to SQS (producer/job/submit.py); resumable by job id."""
+    from producer.job.submit import JobConflict, Submission, SubmitOptions, default_job_id
     from producer.listing import list_client
     from producer.send import SendError
     from producer.sources import SourceError, make_source
@@ -178,7 +205,11 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
     s3, sqs = list_client(max_pool=pool), client("sqs", max_pool=pool)
     endpoints = _endpoints(settings, sqs)
     location = ResultsLocation.parse(endpoints.results)
-    queue_url = "(dry run)" if args.dry_run and not settings.queue_url else endpoints.queue_url
+    live = args.lane == Lane.LIVE
+    if args.dry_run and not (settings.live_queue_url if live else settings.queue_url):
+        queue_url = "(dry run)"
+    else:
+        queue_url = endpoints.live_queue_url if live else endpoints.queue_url
     try:
         source = make_source(
             s3,
@@ -219,7 +250,7 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
             bar.set_postfix(planned_images=images, planned_tasks=tasks, refresh=False)
 
         submission = Submission(
-            s3=s3, lister=s3, sqs=sqs, source=source, options=options, on_progress=progress
+            s3=s3, sqs=sqs, source=source, options=options, on_progress=progress
         )
         try:
             result = submission.run()
@@ -277,17 +308,15 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
         return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     if args.wait:
-        return _wait(s3, sqs, location, result.manifest, args.timeout)
+        return _wait(submission.job, sqs, args.timeout)
     return EXIT_OK
 
 
-def _wait(
-    s3: object, sqs: object, location: ResultsLocation, manifest: object, timeout: float | None
-) -> int:
-    from producer.follow import JobStalled, follow
+def _wait(job: Job, sqs: object, timeout: float | None) -> int:
+    from producer.job.follow import JobStalled, follow
 
     try:
-        progress = follow(s3, sqs, location, manifest, timeout=timeout)  # type: ignore[arg-type]
+        progress = follow(job, sqs, timeout=timeout)
     except (JobStalled, TimeoutError) as e:
         print(f"producer: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -296,15 +325,15 @@ def _wait(
 
 
 def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.follow import Follower
+    from producer.job.follow import Follower
     from producer.listing import list_client
-    from producer.results import read_manifest
 
     s3, sqs = list_client(), client("sqs")
     location = ResultsLocation.parse(_endpoints(settings, sqs).results)
-    manifest = read_manifest(s3, location, args.job_id)
+    job = Job.open(s3, location, args.job_id)
+    manifest = job.manifest
     if args.wait:
-        return _wait(s3, sqs, location, manifest, args.timeout)
+        return _wait(job, sqs, args.timeout)
     if not manifest.complete:
         print(
             json.dumps(
@@ -320,7 +349,7 @@ def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
             )
         )
         return EXIT_OK
-    view = Follower(s3, sqs, location, manifest, failures_per_poll=3).poll(exact=args.exact)
+    view = Follower(job, sqs, failures_per_poll=3).poll(exact=args.exact)
     shown = view.as_dict()
     since = _seconds_since(manifest.created_at)
     if since and not view.progress.complete:  # one look: the average rate since submit
@@ -345,19 +374,12 @@ def _seconds_since(iso: str) -> float | None:
 def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     import tempfile
 
+    from producer.job.export import Summary, counted, export, write_parquet_parts
     from producer.listing import list_client
-    from producer.results import (
-        Summary,
-        counted,
-        export,
-        iter_results,
-        read_manifest,
-        write_parquet_parts,
-    )
 
     s3 = list_client(max_pool=max(32, args.threads))
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
+    job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
     if args.part_rows < 1:
         raise ValueError("--part-rows must be at least 1")
     to_s3 = args.out.startswith("s3://")
@@ -366,9 +388,7 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     if parts and fmt != "parquet":
         raise ValueError("a directory --out (ending in /) takes Parquet part files only")
     summary = Summary()
-    lines = counted(
-        iter_results(s3, location, args.job_id, manifest=manifest, threads=args.threads), summary
-    )
+    lines = counted(job.results(threads=args.threads), summary)
     bucket, _, key = args.out[5:].partition("/") if to_s3 else ("", "", "")
     with tempfile.TemporaryDirectory() as tmp:
         if parts:
@@ -391,14 +411,13 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.report import fetcher, render_report
-    from producer.results import iter_results, read_manifest
+    from producer.report import render_report
 
     s3 = client("s3")
     location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    manifest = read_manifest(s3, location, args.job_id)  # a clear error for an unknown job
-    lines = list(iter_results(s3, location, args.job_id, manifest=manifest))
-    page = render_report(args.job_id, lines, fetcher(s3), per_pose=args.per_pose)
+    job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
+    lines = list(job.results())
+    page = render_report(job, lines, per_pose=args.per_pose)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
     print(json.dumps({"out": str(args.out), "images": len(lines), "bytes": len(page)}))
@@ -440,12 +459,48 @@ def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
     return EXIT_OK
 
 
+def cmd_label(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.live import wait_for_label
+    from producer.sources import parse_s3_uri
+
+    bucket, key = parse_s3_uri(args.photo)
+    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
+    line = wait_for_label(client("s3"), location, bucket, key, timeout=max(0.0, args.wait))
+    if line is None:
+        print(
+            f"producer: no label yet for {args.photo} "
+            f"(s3://{location.bucket}/{location.live_key(bucket, key)})",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING
+    print(line.to_json())
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    from producer.live import UnreadableEvent, follow_events
+
+    sqs = client("sqs")
+    url = args.events_queue_url or _endpoints(settings, sqs).events_queue_url
+    try:
+        for event in follow_events(sqs, url, follow=args.follow, keep=args.keep):
+            if isinstance(event, UnreadableEvent):
+                print(f"producer: not an event, left on the queue: {event}", file=sys.stderr)
+                continue
+            print(event.to_json(), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 COMMANDS = {
     "submit": cmd_submit,
     "status": cmd_status,
     "export": cmd_export,
     "redrive": cmd_redrive,
     "report": cmd_report,
+    "label": cmd_label,
+    "events": cmd_events,
 }
 
 

@@ -1,5 +1,6 @@
-"""Finding a deployed stack: ``pulumi up`` publishes the queue URL and results location in an SSM
-parameter, so ``python -m producer --bucket X --prefix Y`` needs no other flags.
+"""Finding a deployed stack: ``pulumi up`` publishes the queues' URLs (both lanes, the events
+queue) and the results location in an SSM parameter, so ``python -m producer --bucket X
+--prefix Y`` needs no other flags.
 
 Order: explicit settings (flags or ``POSEFLEET_*``), then the stack's parameter, then defaults.
 IAM: ``ssm:GetParameter`` on the parameter.
@@ -47,8 +48,25 @@ class Endpoints:
 
     @property
     def queue_url(self) -> str:
-        if self.settings.queue_url:
-            return self.settings.queue_url
-        if found := self.discovered.get("queue_url"):
+        """The backfill lane's queue."""
+        s = self.settings
+        return self._queue(s.queue_url, "queue_url", s.queue_name)
+
+    def _queue(self, explicit: str | None, discovered: str, name: str) -> str:
+        if explicit:
+            return explicit
+        if found := self.discovered.get(discovered):
             return found
-        return self.sqs.get_queue_url(QueueName=self.settings.queue_name)["QueueUrl"]
+        return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+    @property
+    def live_queue_url(self) -> str:
+        """The live lane's queue (``--lane live``)."""
+        s = self.settings
+        return self._queue(s.live_queue_url, "live_queue_url", s.live_queue_name)
+
+    @property
+    def events_queue_url(self) -> str:
+        """The queue subscribed to the events topic."""
+        s = self.settings
+        return self._queue(s.events_queue_url, "events_queue_url", s.events_queue_name)

@@ -26,7 +26,7 @@ from botocore.parsers import ResponseParserFactory
 
 from posefleet.aws import client
 
-__all__ = ["image_extensions", "is_image_key", "list_client", "list_range"]
+__all__ = ["PAGE", "image_extensions", "is_image_key", "list_client", "list_range"]
 
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
 _KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)

@@ -16,7 +16,7 @@ from typing import Any
 from posefleet.deadletter import REASON_ATTRIBUTE, reason_of
 from posefleet.task import InvalidMessage, parse_message
 
-__all__ = ["DeadLetter", "peek", "redrive"]
+__all__ = ["peek", "redrive"]
 
 
 @dataclass(frozen=True, slots=True)

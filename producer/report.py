@@ -13,14 +13,14 @@ import io
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from PIL import Image, ImageOps
 
 from posefleet.result import ResultLine
-from producer.results import summarize
+from producer.job import Job
+from producer.job.export import summarize
 
-__all__ = ["render_report", "thumbnail"]
+__all__ = ["render_report"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 BAR, LOW, OK = "#2f6fb0", "#d9822b", "#3a8f5c"
@@ -63,14 +63,17 @@ def _bars(counts: Sequence[tuple[str, int]], *, color: str, title: str, width: i
 
 
 def render_report(
-    job_id: str,
+    job: Job,
     lines: Sequence[ResultLine],
-    fetch: Callable[[str, str], bytes] | None = None,
     *,
     per_pose: int = 24,
     low_confidence: float = 0.6,
+    thumbnails: bool = True,
 ) -> str:
-    """``fetch(bucket, key)`` returns an image's bytes for its thumbnail (None: no thumbnails)."""
+    """The page for ``lines``, the job's results (``job.results()``); thumbnails are read from
+    the source with the job's S3 client."""
+    job_id = job.job_id
+    fetch = _fetcher(job) if thumbnails else None
     summary = summarize(lines)
     by_pose: dict[str, list[ResultLine]] = defaultdict(list)
     for line in lines:
@@ -150,5 +153,5 @@ def render_report(
     return "\n".join(out)
 
 
-def fetcher(s3: Any) -> Callable[[str, str], bytes]:
-    return lambda bucket, key: s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+def _fetcher(job: Job) -> Callable[[str, str], bytes]:
+    return lambda bucket, key: job.s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -1,6 +1,6 @@
 """Sending task messages: SendMessageBatch, ten entries and at most 1 MiB a call,
 retrying the entries SQS reports in ``Failed``. Each body is built once. Several senders run
-these at once on one client (producer/jobs.py); boto3 clients are safe to share across threads.
+these at once on one client (producer/job/submit.py); boto3 clients are safe to share across threads.
 
 IAM: ``sqs:SendMessage`` on the tasks queue.
 """

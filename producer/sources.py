@@ -50,14 +50,12 @@ from posefleet.task import partition_id
 from producer.listing import PAGE, image_extensions, is_image_key, list_range
 
 __all__ = [
-    "InventorySource",
-    "KeysSource",
     "Partition",
+    "Position",
     "PrefixSource",
     "Source",
     "SourceError",
     "make_source",
-    "parse_s3_uri",
     "split_points",
 ]
 

@@ -57,6 +57,7 @@ def queues(s3, sqs) -> LocalQueues:
         sqs,
         buckets=(INPUT, RESULTS, MODELS),
         spec=QueueSpec(visibility_timeout=30, max_receive_count=2),
+        sns=client("sns"),
     )
 
 
@@ -88,7 +89,7 @@ class Stack:
         saved = dict(os.environ)
         os.environ.update(server.env())
         try:
-            self.s3, self.sqs = client("s3"), client("sqs")
+            self.s3, self.sqs, self.sns = client("s3"), client("sqs"), client("sns")
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -99,6 +100,11 @@ class Stack:
             spec=spec,
             queue_name=f"tasks-{self.suffix}",
             dlq_name=f"dlq-{self.suffix}",
+            live_queue_name=f"live-{self.suffix}",
+            live_dlq_name=f"live-dlq-{self.suffix}",
+            sns=self.sns,
+            events_topic_name=f"events-{self.suffix}",
+            events_queue_name=f"events-{self.suffix}",
         )
 
     @property
@@ -111,6 +117,8 @@ class Stack:
             **base,
             **self.server.env(),
             "POSEFLEET_QUEUE_URL": self.queues.queue_url,
+            "POSEFLEET_LIVE_QUEUE_URL": self.queues.live_queue_url or "",
+            "POSEFLEET_EVENTS_TOPIC": self.queues.events_topic or "",
             "POSEFLEET_RESULTS": self.results_uri,
             "POSEFLEET_WAIT_TIME_SECONDS": "1",
             "POSEFLEET_TORCH_THREADS": "1",

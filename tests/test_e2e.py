@@ -183,3 +183,71 @@ def test_make_demo_accounts_for_every_image(tmp_path):
         assert (tmp_path / ".demo" / name).stat().st_size > 0
         assert f".demo/{name}" in out.stdout
     assert len((tmp_path / ".demo" / "results.csv").read_text().splitlines()) == 1 + 26
+
+
+def test_an_upload_during_a_backfill_is_labelled_first_and_the_application_told(
+    stack, processes, checkpoint_path
+):
+    from posefleet.events import parse_event
+
+    # Given uploads under uploads/ routed to the live lane, as infra/ routes them
+    live_arn = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.queues.live_queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    stack.s3.put_bucket_notification_configuration(
+        Bucket=stack.input,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": live_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                }
+            ]
+        },
+    )
+    # and a worker busy with a backfill job
+    keys = upload(stack, {f"old/{i:03d}.jpg": jpeg((320, 240), seed=i) for i in range(56)})
+    env = stack.env(POSEFLEET_MODEL=str(checkpoint_path), POSEFLEET_BATCH_SIZE="8")
+    worker = processes.worker("w", env, "--exit-when-idle", "4")
+    produce(stack, "old/", "backfill", task_size=8)
+    worker.wait_for("task_done", timeout=180)
+
+    # When a photo, a broken one and a body that is no event arrive on the live lane
+    upload(stack, {"uploads/new photo.jpg": jpeg(seed=99)})
+    upload(stack, {"uploads/broken.jpg": b"\xff\xd8\xff\xe0 not really"})
+    stack.sqs.send_message(QueueUrl=stack.queues.live_queue_url, MessageBody="{not an event")
+    assert worker.popen.wait(timeout=240) == 0
+
+    # Then each upload has its result at its own key, ahead of the backfill's end
+    loc = ResultsLocation.parse(stack.results_uri)
+    (ok,) = load_lines(
+        stack.s3.get_object(
+            Bucket=stack.results, Key=loc.live_key(stack.input, "uploads/new photo.jpg")
+        )["Body"].read()
+    )
+    (bad,) = load_lines(
+        stack.s3.get_object(
+            Bucket=stack.results, Key=loc.live_key(stack.input, "uploads/broken.jpg")
+        )["Body"].read()
+    )
+    assert (ok.status, bad.error_kind) == ("ok", "truncated")
+    done = worker.events("task_done")
+    order = [e["job"] for e in done]
+    assert order.count("backfill") == 7 and order.count("stream") == 2
+    assert order.index("stream") < len(order) - 3, order  # not behind the whole backlog
+    assert sorted(line.key for line in all_lines(stack, "backfill")) == keys
+    # and the application heard of both, with their result lines inline
+    got = stack.sqs.receive_message(
+        QueueUrl=stack.queues.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2
+    )["Messages"]
+    events = {e.key: e for e in (parse_event(m["Body"]) for m in got)}  # type: ignore[union-attr]
+    assert sorted(events) == ["uploads/broken.jpg", "uploads/new photo.jpg"]
+    assert events["uploads/broken.jpg"].result.error_kind == "truncated"
+    assert events["uploads/new photo.jpg"].result == ok
+    # the body that was no event is in the live lane's dead-letter queue, with its reason
+    (dead,) = stack.sqs.receive_message(
+        QueueUrl=stack.queues.live_dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert dead["Body"] == "{not an event"
+    assert "not JSON" in dead["MessageAttributes"]["posefleet-reason"]["StringValue"]

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from posefleet.result import dump_lines
-from producer.results import iter_results, read_manifest, summarize
+from producer.job.export import summarize
 from tests.conftest import RESULTS
-from tests.test_producer import LOC, RESULTS_URI, run
+from tests.test_producer import LOC, RESULTS_URI, job_of, run
 from tests.v2jobs import Counting, line, plan, write_job
 
 PARTS = {"a0a0a0a0a0": 5, "b1b1b1b1b1": 3, "c2c2c2c2c2": 4}  # 12 tasks
@@ -102,7 +102,7 @@ def test_results_stream_with_a_bounded_number_of_objects_in_flight(s3, queues):
     manifest = write_job(s3, LOC, "many", tasks, task_size=2, queue_url=queues.queue_url)
     counting = Counting(s3)
     # When its first line is read with 2 threads
-    lines = iter_results(counting, LOC, "many", manifest=manifest, threads=2)
+    lines = job_of(counting, "many", manifest=manifest).results(threads=2)
     first = next(lines)
     # Then at most threads * 4 objects have been fetched (plus the partitions index)
     assert first.key == tasks[0].keys[0]
@@ -113,8 +113,7 @@ def test_results_stream_with_a_bounded_number_of_objects_in_flight(s3, queues):
 
 
 def test_summarize_counts_without_holding_lines(s3, job):
-    manifest = read_manifest(s3, LOC, "ex")
-    summary = summarize(iter_results(s3, LOC, "ex", manifest=manifest))
+    summary = summarize(job_of(s3, "ex").results())
     assert summary.images == 30 and json.loads(json.dumps(summary.as_dict()))["errors"] == 11
 
 

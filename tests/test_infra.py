@@ -227,7 +227,15 @@ def test_task_role_reads_inputs_writes_only_results_and_uses_only_its_queue(cpu_
     dlq_arn = cpu_stack.one("aws:sqs/queue:Queue", "dlq").state["arn"]
     sqs = [st for st in statements if any(a.startswith("sqs:") for a in _as_list(st["Action"]))]
     assert [st["Resource"] for st in sqs] == [queue_arn, dlq_arn]
-    assert "sqs:SendMessage" not in sqs[0]["Action"]  # it never enqueues tasks
+    # it sends to the tasks queue only the messages it hands back (worker/ledger.py)
+    assert sorted(_as_list(sqs[0]["Action"])) == [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+    ]
     # only an invalid body goes to the dead-letter queue, sent by the worker with its reason
     assert sorted(_as_list(sqs[1]["Action"])) == ["sqs:GetQueueUrl", "sqs:SendMessage"]
     # results are read back only where attempt markers live

@@ -50,9 +50,20 @@ def test_manifest_round_trips():
         tasks=2,
         images=25,
         task_size=20,
-        task_ids=["a", "b"],
         queue_url="http://q",
         model="s3://m/current.json",
         created_at="now",
     )
     assert Manifest.model_validate_json(m.model_dump_json()) == m
+
+
+def test_a_photos_live_result_key_derives_from_its_input_alone():
+    loc = ResultsLocation.parse("s3://r/results")
+    assert (
+        loc.live_key("checkins", "2026/11/a b.jpg") == "results/live/checkins/2026/11/a b.jpg.json"
+    )
+    long_key = "k/" + "x" * 1100
+    assert loc.live_key("checkins", long_key).startswith("results/live/checkins/_digest/")
+    assert loc.live_key("checkins", long_key) == loc.live_key("checkins", long_key)
+    with pytest.raises(ValueError, match="reserved"):
+        loc.job_prefix("live")

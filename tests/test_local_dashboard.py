@@ -105,7 +105,7 @@ def test_statistics_per_period_are_cloudwatchs(monkeypatch):
         metrics.count(m.IMAGES_FAILED, 2, ErrorKind="truncated")
         metrics.count(m.IMAGES_FAILED, 1, ErrorKind="not_an_image")
         for v in range(1, 151):  # 150 values: two EMF documents of at most 100
-            metrics.observe(m.END_TO_END_LATENCY, v)
+            metrics.observe(m.END_TO_END_LATENCY, v, Lane="backfill")
         metrics.observe(m.BATCH_SIZE, 8, "Count")
         metrics.observe(m.BATCH_SIZE, 4, "Count")
 
@@ -116,7 +116,8 @@ def test_statistics_per_period_are_cloudwatchs(monkeypatch):
     def third(metrics: Metrics) -> None:
         metrics.count(m.IMAGES_PROCESSED, 50)
         metrics.count(m.IMAGES_FAILED, 1, ErrorKind="truncated")
-        metrics.observe(m.END_TO_END_LATENCY, 900)
+        metrics.observe(m.END_TO_END_LATENCY, 900, Lane="backfill")
+        metrics.observe(m.END_TO_END_LATENCY, 1200, Lane="live")
 
     lines = (
         emitted(monkeypatch, T0 + 2, first)
@@ -137,10 +138,11 @@ def test_statistics_per_period_are_cloudwatchs(monkeypatch):
         "not_an_image": ((T0, 1.0),),
         "truncated": ((T0, 2.0), (T0 + 10, 1.0)),
     }
-    assert lines_of("Latency, enqueue to result (ms)") == {
-        "p50": ((T0, 75.0), (T0 + 10, 900.0)),
-        "p90": ((T0, 135.0), (T0 + 10, 900.0)),
-        "p99": ((T0, 149.0), (T0 + 10, 900.0)),
+    assert lines_of("Latency, enqueue (live: upload) to result (ms)") == {
+        "backfill p50": ((T0, 75.0), (T0 + 10, 900.0)),
+        "backfill p99": ((T0, 149.0), (T0 + 10, 900.0)),
+        "live p50": ((T0 + 10, 1200.0),),
+        "live p99": ((T0 + 10, 1200.0),),
     }
     assert lines_of("Batch size") == {"average": ((T0, 6.0),)}
     assert lines_of("Time per stage, p50 (ms)") == {"infer": ((T0, 7.5),)}
@@ -198,7 +200,10 @@ def test_the_page_has_the_deployed_widgets_and_makes_no_request(monkeypatch, tmp
     assert drawn["Images per second"]["points"] == 1
     assert drawn["Batch size"]["points"] == 1
     assert drawn["Queue: visible and in flight"]["lines"] == ["visible", "in flight"]
-    assert drawn["Latency, enqueue to result (ms)"]["note"] == "No data points in these logs."
+    assert (
+        drawn["Latency, enqueue (live: upload) to result (ms)"]["note"]
+        == "No data points in these logs."
+    )
     assert "ECS" in drawn["Running tasks"]["note"]
 
 

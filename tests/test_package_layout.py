@@ -37,7 +37,7 @@ def test_the_checker_sees_nested_and_from_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text(
         "import os\nfrom training.synthetic import generate\n"
-        "def f():\n    import producer.jobs as j\n    from . import sibling\n"
+        "def f():\n    import producer.job.submit as j\n    from . import sibling\n"
     )
     assert imported_packages(source) == {"os", "training", "producer"}
 

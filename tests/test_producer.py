@@ -13,15 +13,19 @@ from posefleet.layout import Manifest, ResultsLocation
 from posefleet.result import dump_lines
 from posefleet.task import TaskMessage
 from producer.__main__ import main
-from producer.follow import JobStalled, follow
-from producer.plan import iter_plan_tasks, read_partitions
-from producer.results import read_manifest
+from producer.job import Job
+from producer.job.follow import JobStalled, follow
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
 from tests.v2jobs import line
 
 RESULTS_URI = f"s3://{RESULTS}/results"
 LOC = ResultsLocation.parse(RESULTS_URI)
+
+
+def job_of(s3, job_id: str, **kw: Any) -> Job:
+    """The job ``job_id`` under the tests' results location."""
+    return Job(s3=s3, location=LOC, job_id=job_id, **kw)
 
 
 def upload(s3, keys: list[str]) -> None:
@@ -82,13 +86,12 @@ def test_submit_lists_groups_sends_and_writes_the_manifest(s3, sqs, queues, caps
     tasks = drain(sqs, queues.queue_url)
     assert sorted(k for t in tasks for k in t.keys) == sorted(images)
     assert {t.job_id for t in tasks} == {"job-1"} and {t.results for t in tasks} == {RESULTS_URI}
-    manifest = read_manifest(s3, LOC, "job-1")
+    job = job_of(s3, "job-1")
+    manifest = job.manifest
     assert (manifest.images, manifest.tasks, manifest.task_size) == (25, 3, 10)
-    assert manifest.complete and manifest.task_ids is None and manifest.tasks_sent == 3
+    assert manifest.complete and manifest.tasks_sent == 3
     planned = [
-        (task_id, keys)
-        for part in read_partitions(s3, LOC, "job-1")
-        for task_id, keys in iter_plan_tasks(s3, LOC, "job-1", part)
+        (task_id, keys) for part in job.plan.partitions() for task_id, keys in job.plan.tasks(part)
     ]
     assert sorted(planned) == sorted((t.task_id, list(t.keys)) for t in tasks)
 
@@ -213,18 +216,17 @@ def test_follow_finishes_when_every_task_has_a_result_and_fails_on_dead_letters(
     upload(s3, [f"p/{i}.jpg" for i in range(4)])
     submit(capsys, queues, "--job-id", "fol", "--task-size", "2")
     tasks = drain(sqs, queues.queue_url)
-    manifest = read_manifest(s3, LOC, "fol")
     for t in tasks:
         write_results(s3, t)
     stream = io.StringIO()
-    progress = follow(s3, sqs, LOC, manifest, interval=0.01, stream=stream)
+    progress = follow(job_of(s3, "fol"), sqs, interval=0.01, stream=stream)
     assert progress.complete and progress.images_done == 4
     assert "4/4 images (0 failed)" in stream.getvalue()
 
     s3.delete_object(Bucket=RESULTS, Key=tasks[0].result_key)
     sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=tasks[0].to_body())
     with pytest.raises(JobStalled, match="dead-letter"):
-        follow(s3, sqs, LOC, manifest, interval=0.01, stream=io.StringIO())
+        follow(job_of(s3, "fol"), sqs, interval=0.01, stream=io.StringIO())
 
 
 @pytest.mark.parametrize(
@@ -254,7 +256,8 @@ def test_an_unknown_queue_name_is_a_clear_error(s3, sqs, queues, capsys, monkeyp
     upload(s3, ["p/1.jpg"])
     monkeypatch.setenv("POSEFLEET_QUEUE_NAME", "nope")
     code, _, err = run(capsys, "--bucket", INPUT, "--prefix", "p/", "--results", RESULTS_URI)
-    assert (code == 4 and "NonExistentQueue" in err) or "QueueDoesNotExist" in err
+    assert code == 4
+    assert "NonExistentQueue" in err or "QueueDoesNotExist" in err
 
 
 def test_missing_credentials_say_what_to_set(monkeypatch, capsys, tmp_path):
@@ -276,7 +279,7 @@ def test_producer_never_imports_torch():
     import sys
 
     code = (
-        "import sys, producer.__main__, producer.follow, producer.results\n"
+        "import sys, producer.__main__, producer.job.follow, producer.job.export\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

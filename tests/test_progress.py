@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 
 import pytest
 
-import producer.follow as follow_module
-from posefleet.layout import Manifest
-from producer import results
-from producer.follow import follow, poll_interval
-from producer.results import read_progress
+import producer.job.follow as follow_module
+import producer.job.progress as progress_module
+from producer.job.follow import follow, poll_interval
 from tests.conftest import INPUT, RESULTS
-from tests.test_producer import LOC, RESULTS_URI, drain, run, upload, write_results
+from tests.test_producer import LOC, RESULTS_URI, drain, job_of, run, upload, write_results
 from tests.v2jobs import Counting, plan, write_job
 
 
@@ -58,9 +57,9 @@ PARTS = {"a0a0a0a0a0": 500, "b1b1b1b1b1": 300, "c2c2c2c2c2": 400}  # 1,200 tasks
 @pytest.fixture
 def small_thresholds(monkeypatch):
     """A 1,200-task job counts as large: exact up to 100 tasks, windows of at most 50 tasks."""
-    for module in (results, follow_module):
+    for module in (progress_module, follow_module):
         monkeypatch.setattr(module, "EXACT_TASKS", 100)
-    monkeypatch.setattr(results, "PAGE", 50)
+    monkeypatch.setattr(progress_module, "PAGE", 50)
 
 
 MANY_SMALL = {f"{i:010x}": 6 for i in range(200)}  # also 1,200 tasks, windows cross partitions
@@ -84,15 +83,15 @@ def test_a_large_job_is_sampled_with_a_bounded_number_of_calls(
     truth = sum(1 for t in tasks if t.index % 2 == 0)
     counting = Counting(s3)
     # When its progress is read
-    p = read_progress(counting, LOC, manifest, rng=random.Random(7))
+    p = job_of(counting, "big", manifest=manifest).progress(rng=random.Random(7))
     # Then ten windows were listed, one LIST call each, and the estimate is close
-    assert counting.calls == {"get_object": 1, "list_objects_v2": results.WINDOWS}
-    assert not p.exact and not p.complete and p.sampled_tasks == results.WINDOWS * 50
+    assert counting.calls == {"get_object": 1, "list_objects_v2": progress_module.WINDOWS}
+    assert not p.exact and not p.complete and p.sampled_tasks == progress_module.WINDOWS * 50
     assert abs(p.tasks_done - truth) <= 0.1 * len(tasks)
     assert abs(p.images_done - manifest.images / 2) <= 0.1 * manifest.images
     assert p.done_keys and all(LOC.task_id_of("big", k) for k in p.done_keys)
     # and the exact count is exact
-    exact = read_progress(s3, LOC, manifest, exact=True)
+    exact = job_of(s3, "big").progress(exact=True)
     images = sum(len(t.keys) for t in tasks if t.index % 2 == 0)
     assert (exact.exact, exact.tasks_done, exact.images_done) == (True, truth, images)
 
@@ -152,7 +151,7 @@ def test_follow_on_a_large_job_completes_only_on_an_exact_count_and_estimates_fa
     s3c = Counting(s3)
     stream = io.StringIO()
     # When it is followed
-    progress = follow(s3c, sqs, LOC, manifest, interval=0.01, stream=stream)
+    progress = follow(job_of(s3c, "done", manifest=manifest), sqs, interval=0.01, stream=stream)
     # Then it completes on an exact count, and the failed images are estimated from a sample
     assert progress.complete and progress.exact and progress.tasks_done == 1200
     last = stream.getvalue().strip().splitlines()[-1]
@@ -166,23 +165,19 @@ def test_poll_interval_grows_with_the_job():
     assert poll_interval(5_000_000) == 30.0
 
 
-def test_a_version_1_manifest_still_reads(s3, queues):
-    ids = ["000000-aaaaaaaaaa", "000001-bbbbbbbbbb", "000002-cccccccccc"]
-    manifest = Manifest(
-        v=1,
-        job_id="old",
-        source_bucket=INPUT,
-        source_prefix="p/",
-        tasks=3,
-        images=5,
-        task_size=2,
-        task_ids=ids,
-        queue_url=queues.queue_url,
-        model="m",
-        created_at="2026-01-01T00:00:00+00:00",
-    )
-    for t in ids[:2]:
-        s3.put_object(Bucket=RESULTS, Key=LOC.task_key("old", t), Body=b"")
-    s3.put_object(Bucket=RESULTS, Key=LOC.task_key("old", "000003-dddddddddd"), Body=b"")
-    p = read_progress(s3, LOC, manifest)
-    assert (p.exact, p.tasks_done, p.images_done, p.complete) == (True, 2, 4, False)
+def test_a_version_1_manifest_is_a_clear_error(s3, sqs, queues, capsys):
+    # Given a manifest of the format that listed every task id (written for a few hours)
+    old = {
+        "v": 1,
+        **{"job_id": "old", "source_bucket": INPUT, "source_prefix": "p/", "tasks": 2},
+        **{"images": 3, "task_size": 2, "task_ids": ["000000-aa", "000001-bb"]},
+        **{"queue_url": queues.queue_url, "model": "m", "created_at": "2026-01-01T00:00:00Z"},
+    }
+    s3.put_object(Bucket=RESULTS, Key=LOC.manifest_key("old"), Body=json.dumps(old))
+    # When any command reads it, then it says what is wrong and what to do, in one line
+    for command in ("status", "export"):
+        extra = ["--out", "x.csv"] if command == "export" else []
+        code, _, err = run(capsys, command, "old", "--results", RESULTS_URI, *extra)
+        assert code == 2, err
+        assert "not a manifest this producer reads" in err and "new --job-id" in err
+        assert len(err.strip().splitlines()) == 1

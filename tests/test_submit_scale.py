@@ -19,11 +19,9 @@ import pytest
 
 from posefleet.layout import SHARD_TASKS
 from posefleet.task import TaskMessage, split_task_id
-from producer.plan import iter_plan_tasks, read_partitions
-from producer.results import read_manifest
 from producer.sources import PrefixSource, split_points
 from tests.conftest import INPUT, MODELS, RESULTS
-from tests.test_producer import LOC, RESULTS_URI, drain, run, upload
+from tests.test_producer import LOC, RESULTS_URI, drain, job_of, run, upload
 
 ODD = [
     "p/a b+c.jpg",
@@ -57,16 +55,19 @@ def sent_keys(tasks: list[TaskMessage]) -> list[str]:
         ("p/Zeta", "p/a"),
         ("p/~~", None),
         ("p/é", None),
+        ("p/a", "p/a"),  # nothing left to cut
     ],
 )
 def test_child_ranges_cover_the_rest_of_a_split_range_exactly_once(last, hi):
     source = PrefixSource(None, bucket="b", prefix="p/", extensions=(".jpg",))
     parent = source._partition("p/", hi, 0)
     cuts = split_points("p/", last, hi)
-    narrowed = source.children(parent, last, cuts[0]) if cuts else []
-    for children in [source.children(parent, last, hi), narrowed]:
-        if children:
-            _assert_cover(children, last, hi)
+    whole = source.children(parent, last, hi)
+    _assert_cover(whole, last, hi)
+    if cuts:  # narrowed to the first cut: (last, cut] cut further, and (cut, hi] as one child
+        _assert_cover(source.children(parent, last, cuts[0]), last, hi)
+    else:  # nothing to cut at: the rest of the range is one child
+        assert len(whole) == 1
 
 
 def _assert_cover(children, last, hi):
@@ -116,10 +117,10 @@ def test_parallel_listing_sends_every_key_once_odd_ones_included(
     tasks = drain(sqs, queues.queue_url)
     assert sent_keys(tasks) == sorted(images)
     assert out["partitions"] >= 10
-    parts = read_partitions(s3, LOC, "par")
+    parts = job_of(s3, "par").plan.partitions()
     assert sum(p.tasks for p in parts) == out["tasks"] == len(tasks)
     assert {split_task_id(t.task_id)[0] for t in tasks} == {p.partition for p in parts}
-    manifest = read_manifest(s3, LOC, "par")
+    manifest = job_of(s3, "par").manifest
     assert manifest.complete and manifest.partitions == len(parts)
     assert manifest.source == f"s3://{INPUT}/p/" and manifest.tasks_sent == len(tasks)
 
@@ -234,7 +235,7 @@ def test_an_inventory_report_is_a_source(s3, sqs, queues, capsys, fmt):
     expected = sorted([*ODD, *(f"p/{i}.jpg" for i in range(25))])
     assert sent_keys(drain(sqs, queues.queue_url)) == expected
     assert out["partitions"] == 2 and out["source"] == f"inventory:{uri}"
-    assert read_manifest(s3, LOC, "inv").source_bucket == INPUT
+    assert job_of(s3, "inv").manifest.source_bucket == INPUT
 
 
 def test_an_unsupported_inventory_format_is_a_clear_error(s3, sqs, queues, capsys):
@@ -324,7 +325,7 @@ def test_an_interrupted_submit_resumes_with_no_task_missing_or_repeated(
     assert code == 1 and "--job-id resume to resume" in err
     first = drain(sqs, queues.queue_url)
     assert 0 < len(first) < len(images)
-    assert not read_manifest(s3, LOC, "resume").complete
+    assert not job_of(s3, "resume").manifest.complete
 
     # And the same command runs again
     monkeypatch.setattr(cli, "client", real_client)
@@ -339,13 +340,13 @@ def test_an_interrupted_submit_resumes_with_no_task_missing_or_repeated(
     assert all(n <= 2 for n in again.values())
     assert len(twice) <= SHARD_TASKS
     assert len({(split_task_id(t)[0], split_task_id(t)[1] // SHARD_TASKS) for t in twice}) <= 1
-    manifest = read_manifest(s3, LOC, "resume")
+    manifest = job_of(s3, "resume").manifest
     assert manifest.complete and manifest.tasks == len(again) == len(images)
     assert out["already_sent"] + out["to_send"] == len(images)  # the twice-sent: in to_send
     planned = [
         key
-        for part in read_partitions(s3, LOC, "resume")
-        for _, keys in iter_plan_tasks(s3, LOC, "resume", part)
+        for part in job_of(s3, "resume").plan.partitions()
+        for _, keys in job_of(s3, "resume").plan.tasks(part)
         for key in keys
     ]
     assert sorted(planned) == images
@@ -376,7 +377,7 @@ def test_a_resume_with_another_task_size_is_refused(s3, sqs, queues, capsys):
 def test_ctrl_c_stops_between_batches_and_the_same_command_resumes(
     s3, sqs, queues, capsys, monkeypatch
 ):
-    import producer.jobs as jobs
+    import producer.job.submit as jobs
 
     # Given 260 images in one-image tasks, sent one batch at a time
     images = [f"p/{i:04d}.jpg" for i in range(260)]
@@ -395,7 +396,7 @@ def test_ctrl_c_stops_between_batches_and_the_same_command_resumes(
     code, out, err = submit(capsys, queues, *args)
     assert code == 130 and out["interrupted"] is True and "--job-id ctrl-c" in err
     first = drain(sqs, queues.queue_url)
-    assert not read_manifest(s3, LOC, "ctrl-c").complete
+    assert not job_of(s3, "ctrl-c").manifest.complete
 
     # Then the same command sends the rest, and nothing was sent twice
     monkeypatch.setattr(jobs.Submission, "_tick", real_tick)
@@ -403,26 +404,11 @@ def test_ctrl_c_stops_between_batches_and_the_same_command_resumes(
     second = drain(sqs, queues.queue_url)
     assert code == 0 and out["resumed"] is True
     assert sorted(k for t in first + second for k in t.keys) == images  # each once
-    assert read_manifest(s3, LOC, "ctrl-c").complete
+    assert job_of(s3, "ctrl-c").manifest.complete
 
 
-def test_a_version_1_manifest_still_reads():
-    from posefleet.layout import Manifest
-
-    old = {
-        "v": 1,
-        "job_id": "j",
-        "source_bucket": "in",
-        "source_prefix": "p/",
-        "tasks": 2,
-        "images": 25,
-        "task_size": 20,
-        "task_ids": ["000000-aa", "000001-bb"],
-        "queue_url": "http://q",
-        "model": "m",
-        "created_at": "2026-11-01T00:00:00+00:00",
-    }
-    m = Manifest.model_validate_json(json.dumps(old))
-    assert m.complete and m.task_ids == ["000000-aa", "000001-bb"] and m.partitions is None
-    assert split_task_id("000001-bb") == (None, 1)
+def test_task_ids_split_into_partition_and_index():
     assert split_task_id("a1b2c3d4e5-000042-0123456789") == ("a1b2c3d4e5", 42)
+    assert split_task_id("000001-bb") == (None, 1)  # an id made without a partition
+    with pytest.raises(ValueError, match="not a planned task id"):
+        split_task_id("junk")

@@ -78,6 +78,26 @@ def test_s3_event_for_the_same_object_maps_to_the_same_result_key():
     assert parse(event("a.jpg")).tasks[0].result_key != parse(event("b.jpg")).tasks[0].result_key
 
 
+def test_an_uploads_result_is_its_photos_live_result_named_by_its_etag():
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventTime": "2026-12-01T10:00:00.000Z",
+                    "s3": {
+                        "bucket": {"name": "uploads"},
+                        "object": {"key": "in/a+b.jpg", "eTag": "0cc175b9", "sequencer": "0A1"},
+                    },
+                }
+            ]
+        }
+    )
+    (task,) = parse(body).tasks
+    assert task.upload == "0cc175b9"
+    assert task.result_key == task.location.live_key("uploads", "in/a b.jpg")
+    assert task.enqueued_at == 1796119200.0  # the upload: 2026-12-01T10:00Z
+
+
 def test_s3_test_event_asks_for_nothing():
     parsed = parse(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "u"}))
     assert parsed.kind == "s3_test_event"

@@ -34,11 +34,13 @@ def classifier(checkpoint_path) -> Classifier:
 
 
 class FaultyS3:
-    """The real (moto) client, except for keys with a marker: a handler that fails on purpose."""
+    """The real (moto) client, except for keys with a marker: a handler that fails on purpose.
+    ``flaky/`` keys answer 503 SlowDown ``flaky_failures`` times each (forever if None)."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, *, flaky_failures: int | None = None) -> None:
         self.real = real
         self.gets: list[str] = []
+        self.flaky_failures = flaky_failures
 
     def get_object(self, *, Bucket: str, Key: str) -> Any:
         self.gets.append(Key)
@@ -46,7 +48,9 @@ class FaultyS3:
             raise ClientError(
                 {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject"
             )
-        if "flaky/" in Key:
+        if "flaky/" in Key and (
+            self.flaky_failures is None or self.gets.count(Key) <= self.flaky_failures
+        ):
             raise ClientError(
                 {
                     "Error": {"Code": "SlowDown", "Message": "Reduce your request rate"},
@@ -75,7 +79,7 @@ class SpyQueue(TaskQueue):
     def change_visibility(self, messages, timeout):
         self.visibility_calls.append((len(messages), timeout))
         if self.heartbeat_fails and timeout > 0:
-            return [m.message_id for m in messages]
+            return {m.message_id: "ReceiptHandleIsInvalid" for m in messages}
         return super().change_visibility(messages, timeout)
 
 
@@ -95,7 +99,17 @@ def settings(queue_url: str, **kw: Any) -> WorkerSettings:
 
 
 def run_worker(
-    s3, sqs, queue_url, classifier, *, idle: float = 1.5, queue=None, shutdown=None, **kw
+    s3,
+    sqs,
+    queue_url,
+    classifier,
+    *,
+    idle: float = 1.5,
+    queue=None,
+    shutdown=None,
+    live_queue=None,
+    hooks=(),
+    **kw,
 ):
     out = io.StringIO()
     worker = Worker(
@@ -108,6 +122,8 @@ def run_worker(
         shutdown=shutdown or threading.Event(),
         decode_threads=2,
         exit_when_idle=idle,
+        live_queue=live_queue,
+        hooks=hooks,
     )
     assert worker.run() == 0
     return worker, [json.loads(line) for line in out.getvalue().splitlines()]
@@ -191,7 +207,7 @@ def test_batches_are_built_across_tasks(s3, sqs, queues, classifier):
     assert all(len(result(s3, t)) == 3 for t in tasks)
 
 
-def test_access_denied_is_an_error_line_and_a_transient_fault_leaves_the_task_for_redelivery(
+def test_access_denied_is_an_error_line_and_a_transient_fault_is_retried_in_place(
     s3, sqs, queues, classifier
 ):
     ok_task = send_task(
@@ -206,19 +222,46 @@ def test_access_denied_is_an_error_line_and_a_transient_fault_leaves_the_task_fo
         [put(s3, "y/ok.jpg", jpeg()), put(s3, "flaky/y.jpg", jpeg())],
         task_id="000001-b",
     )
-    worker, _ = run_worker(
-        FaultyS3(s3), sqs, queues.queue_url, classifier, retry_delay_seconds=600, idle=2
-    )
+    spy = FaultyS3(s3, flaky_failures=3)
+    worker, _ = run_worker(spy, sqs, queues.queue_url, classifier, retry_delay_seconds=600, idle=2)
 
     lines = result(s3, ok_task)
     assert [(line.status, line.error_kind) for line in lines] == [
         ("ok", None),
         ("error", "access_denied"),
     ]
+    # the flaky image was fetched again while the message stayed held: done on its first receive
+    assert [line.status for line in result(s3, flaky_task)] == ["ok", "ok"]
+    assert spy.gets.count("flaky/y.jpg") == 4
+    assert worker.stats["released"] == 0 and worker.stats["messages"] == 2
+    assert depth(sqs, queues.queue_url) == 0
+
+
+def test_a_fault_that_outlasts_its_budget_hands_the_message_back_as_new(
+    s3, sqs, queues, classifier
+):
+    flaky_task = send_task(sqs, queues.queue_url, [put(s3, "flaky/z.jpg", jpeg())])
+    worker, _ = run_worker(
+        FaultyS3(s3),
+        sqs,
+        queues.queue_url,
+        classifier,
+        retry_delay_seconds=2,
+        fault_budget_seconds=1,
+        idle=1,
+    )
     with pytest.raises(s3.exceptions.NoSuchKey):
         result(s3, flaky_task)
-    assert depth(sqs, queues.queue_url) == 1  # the flaky task is still queued, hidden for retry
     assert worker.stats["released"] == 1
+    # sent again with the retry delay, the old copy deleted: it comes back as new, not as a
+    # crash suspect (a receive count of 1), so it is not taken image by image
+    (again,) = sqs.receive_message(
+        QueueUrl=queues.queue_url,
+        WaitTimeSeconds=5,
+        MessageSystemAttributeNames=["ApproximateReceiveCount"],
+    )["Messages"]
+    assert again["Body"] == flaky_task.to_body()
+    assert again["Attributes"]["ApproximateReceiveCount"] == "1"
 
 
 def test_invalid_messages_are_dead_lettered_at_once_with_their_reason(s3, sqs, queues, classifier):
@@ -358,8 +401,9 @@ def test_s3_events_are_one_key_tasks_and_test_events_are_acknowledged(s3, sqs, q
         MessageBody=json.dumps({"Event": "s3:TestEvent", "Bucket": INPUT}),
     )
     run_worker(s3, sqs, queues.queue_url, classifier)
-    objects = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/stream/tasks/")["Contents"]
-    assert len(objects) == 1
+    # the photo's result is where its key alone says, and nowhere else
+    objects = s3.list_objects_v2(Bucket=RESULTS, Prefix="results/")["Contents"]
+    assert [o["Key"] for o in objects] == [LOC.live_key(INPUT, key)]
     (line,) = load_lines(s3.get_object(Bucket=RESULTS, Key=objects[0]["Key"])["Body"].read())
     assert (line.key, line.status) == (key, "ok")
     assert depth(sqs, queues.queue_url) == 0
@@ -395,7 +439,7 @@ def test_heartbeat_extends_visibility_and_a_lost_heartbeat_abandons_without_dele
         result(s3, task)
 
 
-def test_shutdown_releases_unfinished_tasks_at_once(s3, sqs, queues, classifier):
+def test_shutdown_hands_unfinished_tasks_back_at_once_as_new(s3, sqs, queues, classifier):
     class Stuck(Classifier):
         def predict(self, images):
             stop.set()  # SIGTERM arrives mid-batch
@@ -407,14 +451,21 @@ def test_shutdown_releases_unfinished_tasks_at_once(s3, sqs, queues, classifier)
     stop = threading.Event()
     stuck = Stuck(classifier.checkpoint, device="cpu")
     stuck.model = classifier.model
-    send_task(sqs, queues.queue_url, [put(s3, "s/1.jpg", jpeg())])
-    spy = SpyQueue(sqs=sqs, url=queues.queue_url)
-    run_worker(
-        s3, sqs, queues.queue_url, stuck, queue=spy, shutdown=stop, drain_seconds=0.5, idle=None
+    task = send_task(sqs, queues.queue_url, [put(s3, "s/1.jpg", jpeg())])
+    worker, _ = run_worker(
+        s3, sqs, queues.queue_url, stuck, shutdown=stop, drain_seconds=0.5, idle=None
     )
-    assert (1, 0) in spy.visibility_calls  # released with visibility 0
-    again = sqs.receive_message(QueueUrl=queues.queue_url, WaitTimeSeconds=0)["Messages"]
-    assert len(again) == 1  # visible again without waiting for the visibility timeout
+    # (a receive still in its long poll may take it again and hand it straight back)
+    assert worker.stats["released"] >= 1
+    again = sqs.receive_message(
+        QueueUrl=queues.queue_url,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["ApproximateReceiveCount"],
+    )["Messages"]
+    # visible again without waiting for the visibility timeout, and not a crash suspect
+    assert [(m["Body"], m["Attributes"]["ApproximateReceiveCount"]) for m in again] == [
+        (task.to_body(), "1")
+    ]
 
 
 def test_every_bad_input_fails_alone_and_its_task_mate_succeeds(s3, sqs, queues, classifier):
@@ -487,3 +538,125 @@ def test_scale_in_protection_is_set_while_holding_work_and_cleared_when_idle():
         ("/v1/task-protection/v1/state", {"ProtectionEnabled": False}),
     ]
     ScaleInProtection(None).set(True)  # off ECS: nothing to call, nothing raised
+
+
+def test_a_receive_stage_that_crashes_is_restarted_and_the_work_gets_done(
+    s3, sqs, queues, classifier
+):
+    class Glitchy(TaskQueue):
+        crashes = 0
+
+        def receive(self, **kw):
+            if self.crashes < 2:  # a bug, not AWS: no retry would help, a restart does
+                self.crashes += 1
+                raise KeyError("Messages")
+            return super().receive(**kw)
+
+    task = send_task(sqs, queues.queue_url, [put(s3, "r/1.jpg", jpeg())])
+    glitchy = Glitchy(sqs=sqs, url=queues.queue_url, dlq_url=queues.dlq_url)
+    worker, _ = run_worker(s3, sqs, queues.queue_url, classifier, queue=glitchy, idle=5)
+    assert [line.status for line in result(s3, task)] == ["ok"]
+    assert worker.supervisor.crashes["receive"] == 2
+
+
+def test_a_worker_whose_receive_keeps_crashing_drains_and_exits_1(s3, sqs, queues, classifier):
+    class Broken(TaskQueue):
+        def receive(self, **kw):
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, "ReceiveMessage")
+
+    broken = Broken(sqs=sqs, url=queues.queue_url, dlq_url=queues.dlq_url)
+    worker = Worker(
+        settings=settings(queues.queue_url, stage_max_crashes=3),
+        tasks_queue=broken,
+        s3=s3,
+        classifier=classifier,
+        metrics=Metrics(service="test", out=io.StringIO()),
+        shutdown=threading.Event(),
+        decode_threads=1,
+        exit_when_idle=None,  # it would run forever but for the failure
+    )
+    assert worker.run() == 1
+    assert worker.supervisor.crashes["receive"] == 3
+
+
+def upload_event(key: str, etag: str = "e1") -> str:
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-12-01T10:00:00.000Z",
+        "s3": {"bucket": {"name": INPUT}, "object": {"key": key, "eTag": etag}},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, classifier):
+    from posefleet.aws import client
+    from posefleet.events import EventChannel, ImageLabelled, parse_event
+    from worker.announce import Announcer
+
+    # Given a backlog of backfill tasks, and a worker holding four batches of it
+    backfill = [
+        send_task(
+            sqs,
+            queues.queue_url,
+            [put(s3, f"old/{t}-{i}.jpg", jpeg((320, 240), seed=i)) for i in range(8)],
+            task_id=f"{t:06d}-bf",
+        )
+        for t in range(10)
+    ]
+    new = put(s3, "uploads/new.jpg", jpeg(seed=9))
+    broken = put(s3, "uploads/broken.jpg", b"\xff\xd8\xff\xe0 not really")
+    order: list[str] = []
+
+    class SpyS3(FaultyS3):
+        def put_object(self, **kw: Any) -> Any:
+            order.append(kw["Key"])
+            if len(order) == 1:  # when the first backfill task is written, two uploads land
+                for key in (new, broken):
+                    sqs.send_message(QueueUrl=queues.live_queue_url, MessageBody=upload_event(key))
+            return self.real.put_object(**kw)
+
+    live = TaskQueue(sqs=sqs, url=queues.live_queue_url, dlq_url=queues.live_dlq_url)
+    out = io.StringIO()
+    announcer = Announcer(
+        channel=EventChannel(sns=client("sns"), topic_arn=queues.events_topic),
+        metrics=Metrics(service="test", out=out),
+    )
+
+    # When it serves both lanes
+    worker, _ = run_worker(
+        SpyS3(s3),
+        sqs,
+        queues.queue_url,
+        classifier,
+        live_queue=live,
+        hooks=[("announce", announcer)],
+        batch_size=8,
+        prefetch_batches=4,
+        idle=2,
+    )
+
+    # Then the uploads jumped what it held: at most the batch in the model and the next went
+    # first (in arrival order they would wait for all four), each at its photo's own key
+    live_keys = [LOC.live_key(INPUT, new), LOC.live_key(INPUT, broken)]
+    backfill_keys = [t.result_key for t in backfill]
+    assert sorted(order) == sorted(live_keys + backfill_keys)
+    waited_for = max(order.index(k) for k in live_keys) - 1 - 1  # minus the first, the other
+    assert waited_for <= 2, order
+    ((ok,), (bad,)) = (
+        load_lines(s3.get_object(Bucket=RESULTS, Key=k)["Body"].read()) for k in live_keys
+    )
+    assert (ok.key, ok.status) == (new, "ok")
+    assert (bad.key, bad.error_kind) == (broken, "truncated")
+    # and an event for each, its result inline, its id stable for the upload and model
+    got = sqs.receive_message(QueueUrl=queues.events_queue_url, MaxNumberOfMessages=10)
+    events = sorted(
+        (parse_event(m["Body"]) for m in got["Messages"]),
+        key=lambda e: e.key,  # type: ignore
+    )
+    assert [type(e) for e in events] == [ImageLabelled, ImageLabelled]
+    assert [(e.key, e.result.status) for e in events] == [(broken, "error"), (new, "ok")]
+    assert events[1].result_uri == f"s3://{RESULTS}/{live_keys[0]}"
+    assert events[1].uploaded_at.isoformat() == "2026-12-01T10:00:00+00:00"
+    assert events[1].uploaded_at < events[1].received_at <= events[1].labelled_at
+    assert worker.stats["tasks"] == len(backfill) + 2
+    assert depth(sqs, queues.live_queue_url) == 0 and depth(sqs, queues.queue_url) == 0

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -94,15 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     from worker.model import Classifier
     from worker.model_source import resolve_model
     from worker.protection import ScaleInProtection
+    from worker.retry import GaveUp, Retry
     from worker.sqs import TaskQueue
+
+    # Start-up calls are retried on transient faults for startup_budget_seconds (a worker
+    # started during an outage waits it out), then the worker gives up with a clear message.
+    startup = Retry(budget=settings.startup_budget_seconds, stop=shutdown.requested)
+
+    def fail(event: str, what: str, error: BaseException) -> int:
+        log.error(event, error=str(error))
+        print(f"worker: {what}: {error}", file=sys.stderr)
+        return 1
 
     try:
         s3 = client(
             "s3", max_attempts=settings.aws_max_attempts, max_pool=settings.fetch_threads + 8
         )
         sqs = client("sqs", max_attempts=settings.aws_max_attempts)
-        queue_url = (
-            settings.queue_url or sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+        queue_url = settings.queue_url or startup.call(
+            lambda: sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
+            what="sqs:GetQueueUrl",
         )
     except NoRegionError:
         print(
@@ -111,20 +123,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ClientError, BotoCoreError) as e:  # no queue, no service
-        log.error(
-            "queue_lookup_failed", queue=settings.queue_url or settings.queue_name, error=str(e)
-        )
-        print(f"worker: cannot use the tasks queue: {e}", file=sys.stderr)
-        return 1
+    except (ClientError, BotoCoreError, GaveUp) as e:  # no queue, no service
+        return fail("queue_lookup_failed", "cannot use the tasks queue", e)
     metrics = Metrics(service=settings.service)
 
     try:
-        resolved = resolve_model(
-            settings.model,
-            s3=s3,
-            cache_dir=Path(settings.model_cache_dir),
-            with_int8=settings.backend == "openvino-int8",
+        resolved = startup.call(
+            lambda: resolve_model(
+                settings.model,
+                s3=s3,
+                cache_dir=Path(settings.model_cache_dir),
+                with_int8=settings.backend == "openvino-int8",
+            ),
+            what="model download",
+            model=settings.model,
         )
         classifier = Classifier.from_file(
             resolved.path,
@@ -133,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             expected_sha256=settings.model_sha256 or resolved.sha256,
             backend=settings.backend,
         )
-    except (OSError, ValueError, RuntimeError, ClientError) as e:  # no model, no service
+    except (OSError, ValueError, RuntimeError, ClientError, BotoCoreError) as e:  # no model
         log.error("model_load_failed", model=settings.model, error=str(e))
         print(f"worker: cannot load the model {settings.model}: {e}", file=sys.stderr)
         return 1
@@ -149,13 +161,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # After the model: a worker that cannot load its model says so first, whatever the queue.
     try:
-        dlq_url = dead_letter_url(sqs, queue_url)
-    except (ClientError, BotoCoreError) as e:
-        log.error("queue_lookup_failed", queue=queue_url, error=str(e))
-        print(f"worker: cannot use the tasks queue: {e}", file=sys.stderr)
-        return 1
+        dlq_url = startup.call(
+            lambda: dead_letter_url(sqs, queue_url), what="sqs:GetQueueAttributes"
+        )
+    except (ClientError, BotoCoreError, GaveUp) as e:
+        return fail("queue_lookup_failed", "cannot use the tasks queue", e)
     if dlq_url is None:
         log.warning("no_dead_letter_queue", queue=queue_url)
+    try:
+        live_queue = startup.call(lambda: _live_queue(settings, sqs), what="live lane lookup")
+    except (ClientError, BotoCoreError, GaveUp) as e:
+        return fail("queue_lookup_failed", "cannot use the live lane's queue", e)
+    hooks = []
+    if settings.events_topic:
+        from posefleet.events import EventChannel
+        from worker.announce import Announcer
+
+        channel = EventChannel(
+            sns=client("sns", max_attempts=settings.aws_max_attempts),
+            topic_arn=settings.events_topic,
+        )
+        hooks.append(("sns:Publish(image.labelled)", Announcer(channel=channel, metrics=metrics)))
 
     worker = Worker(
         settings=settings,
@@ -167,8 +193,30 @@ def main(argv: list[str] | None = None) -> int:
         decode_threads=decode_threads,
         exit_when_idle=args.exit_when_idle,
         protection=ScaleInProtection(os.environ.get("ECS_AGENT_URI")),
+        live_queue=live_queue,
+        hooks=hooks,
     )
     return worker.run()
+
+
+def _live_queue(settings: WorkerSettings, sqs: Any) -> Any:
+    """The live lane's queue, with its dead-letter queue; None when there is none (a stack
+    without a live lane, or live_queue_name set empty): the worker then serves the backfill
+    lane alone."""
+    from posefleet.deadletter import dead_letter_url
+    from worker.sqs import TaskQueue
+
+    log = get_logger("worker")
+    url = settings.live_queue_url
+    if not url and settings.live_queue_name:
+        try:
+            url = sqs.get_queue_url(QueueName=settings.live_queue_name)["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            log.warning("no_live_lane", queue_name=settings.live_queue_name)
+            return None
+    if not url:
+        return None
+    return TaskQueue(sqs=sqs, url=url, dlq_url=dead_letter_url(sqs, url))
 
 
 if __name__ == "__main__":

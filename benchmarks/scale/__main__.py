@@ -171,7 +171,7 @@ def submit(keys: int, code: Path, *, task_size: int = 20) -> dict[str, Any]:
 
 
 def status_and_export(
-    tasks: int, code: Path, synthetic: str = "", *, export_too: bool = True
+    tasks: int, code: Path, synthetic: bool = False, *, export_too: bool = True
 ) -> dict[str, Any]:
     """Two jobs over a bucket of ``tasks`` keys, both submitted by the producer under test: "st"
     in one-image tasks (``status`` on a job of ``tasks`` tasks), "ex" in tasks of 20 (``export``
@@ -182,10 +182,7 @@ def status_and_export(
     try:
         for job, size in (("st", 1), ("ex", 20)):
             if synthetic:  # written by the simulator as the producer would, not submitted
-                version = 1 if synthetic == "v1" else 2
-                out[f"job_{job}"] = sim.call(
-                    f"/_sim/job?job={job}&task_size={size}&version={version}", "POST"
-                )
+                out[f"job_{job}"] = sim.call(f"/_sim/job?job={job}&task_size={size}", "POST")
                 continue
             sub = measure(
                 [
@@ -310,9 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--status-tasks", type=int, default=0, help="status on a job of this many")
     p.add_argument(
         "--synthetic",
-        choices=("", "v1", "v2"),
-        default="",
-        help="status/export jobs written by the simulator (job record v1 or v2), not submitted",
+        action="store_true",
+        help="status/export jobs written by the simulator as the producer would, not submitted",
     )
     p.add_argument("--no-export", action="store_true", help="status only")
     p.add_argument("--moto", type=int, default=0, help="the same flow on moto, this many keys")

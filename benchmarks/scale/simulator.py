@@ -329,12 +329,10 @@ class Simulator:
             store.put_many([key for key, _, _ in done])
         return len(done)
 
-    def synthesize_job(
-        self, *, job_id: str, task_size: int, partitions: int, version: int = 2
-    ) -> dict:
+    def synthesize_job(self, *, job_id: str, task_size: int, partitions: int) -> dict:
         """A submitted job over the whole virtual bucket, written as the producer would (its
-        manifest, the partitions index for version 2), its tasks recorded but none done: for
-        ``status`` and ``export`` on jobs too large to submit on this machine in the time."""
+        manifest and partitions index), its tasks recorded but none done: for ``status`` and
+        ``export`` on jobs too large to submit on this machine in the time."""
         import gzip
         from datetime import UTC, datetime
 
@@ -344,54 +342,44 @@ class Simulator:
         n = self.keys.n
         per_part = -(-n // partitions)
         store = self.buckets[RESULTS_BUCKET]
-        index: list[PartitionSummary] = []  # version 2 only
-        ids: list[str] = []
-        made = 0
+        index: list[PartitionSummary] = []
+        total = 0
         for p in range(partitions):
             lo, hi = p * per_part, min(n, (p + 1) * per_part)
             if lo >= hi:
                 break
-            pid = partition_id(job_id, str(p)) if version == 2 else None
+            pid = partition_id(job_id, str(p))
             tasks = 0
             for t, start in enumerate(range(lo, hi, task_size)):
                 count = min(task_size, hi - start)
                 keys = [virtual_key(i) for i in range(start, start + count)]
-                task_id = make_task_id(t if pid else len(ids), keys, pid)
-                ids.append(task_id)
+                task_id = make_task_id(t, keys, pid)
                 self.tasks[task_id] = (RESULTS.task_key(job_id, task_id), start, count)
                 tasks += 1
-            made += 1
-            if pid:
-                index.append(PartitionSummary(partition=pid, tasks=tasks, images=hi - lo, shards=1))
-        common = {
-            "v": version,
-            "job_id": job_id,
-            "source_bucket": INPUT_BUCKET,
-            "source_prefix": KEY_PREFIX,
-            "tasks": len(ids),
-            "images": n,
-            "task_size": task_size,
-            "queue_url": f"http://127.0.0.1/{ACCOUNT}/{QUEUE}",
-            "model": "sim",
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        if version == 2:
-            manifest = Manifest(
-                **common,
-                source=f"s3://{INPUT_BUCKET}/{KEY_PREFIX}",
-                complete=True,
-                tasks_sent=len(ids),
-                partitions=len(index),
-                plan=RESULTS.plan_prefix(job_id),
-            )
-            lines = "".join(x.model_dump_json() + "\n" for x in index).encode()
-            store.put(RESULTS.partitions_index_key(job_id), gzip.compress(lines))
-        else:
-            manifest = Manifest(**common, task_ids=ids)
+            total += tasks
+            index.append(PartitionSummary(partition=pid, tasks=tasks, images=hi - lo, shards=1))
+        manifest = Manifest(
+            job_id=job_id,
+            source_bucket=INPUT_BUCKET,
+            source_prefix=KEY_PREFIX,
+            source=f"s3://{INPUT_BUCKET}/{KEY_PREFIX}",
+            tasks=total,
+            images=n,
+            task_size=task_size,
+            queue_url=f"http://127.0.0.1/{ACCOUNT}/{QUEUE}",
+            model="sim",
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            complete=True,
+            tasks_sent=total,
+            partitions=len(index),
+            plan=RESULTS.plan_prefix(job_id),
+        )
+        lines = "".join(x.model_dump_json() + "\n" for x in index).encode()
+        store.put(RESULTS.partitions_index_key(job_id), gzip.compress(lines))
         store.put(RESULTS.manifest_key(job_id), manifest.model_dump_json().encode())
         with self.lock:
-            self.messages += len(ids)
-        return {"tasks": len(ids), "partitions": made}
+            self.messages += total
+        return {"tasks": total, "partitions": len(index)}
 
     def queue_attributes(self, name: str, wanted: list[str]) -> dict[str, str]:
         if name == DLQ:
@@ -619,7 +607,6 @@ class Handler(BaseHTTPRequestHandler):
                 job_id=q["job"],
                 task_size=int(q.get("task_size", "20")),
                 partitions=int(q.get("partitions", "1000")),
-                version=int(q.get("version", "2")),
             )
             self._reply(200, json.dumps(got).encode(), "application/json")
         elif url.path == "/_sim/reset-calls":

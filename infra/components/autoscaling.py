@@ -16,6 +16,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from posefleet.dashboard import (
+    DIM_QUEUE_NAME,
+    QUEUE_IN_FLIGHT,
+    QUEUE_VISIBLE,
+    SQS_NAMESPACE,
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AutoscalingArgs:
@@ -30,7 +37,11 @@ class AutoscalingArgs:
 
 def _sqs(metric: str, queue_name: pulumi.Input[str]) -> dict:
     """For alarms: dimensions as a map."""
-    return {"namespace": "AWS/SQS", "metric_name": metric, "dimensions": {"QueueName": queue_name}}
+    return {
+        "namespace": SQS_NAMESPACE,
+        "metric_name": metric,
+        "dimensions": {DIM_QUEUE_NAME: queue_name},
+    }
 
 
 def _running(cluster: pulumi.Input[str], service: pulumi.Input[str]) -> dict:
@@ -68,7 +79,7 @@ class Autoscaling(pulumi.ComponentResource):
             "scalable_dimension": self.target.scalable_dimension,
             "service_namespace": self.target.service_namespace,
         }
-        visible = _sqs("ApproximateNumberOfMessagesVisible", args.queue_name)
+        visible = _sqs(QUEUE_VISIBLE, args.queue_name)
         self.backlog = aws.appautoscaling.Policy(
             f"{name}-backlog-per-task",
             policy_type="TargetTrackingScaling",
@@ -181,7 +192,7 @@ class Autoscaling(pulumi.ComponentResource):
                     {
                         "id": "inflight",
                         "metric": {
-                            **_sqs("ApproximateNumberOfMessagesNotVisible", args.queue_name),
+                            **_sqs(QUEUE_IN_FLIGHT, args.queue_name),
                             "period": 60,
                             "stat": "Maximum",
                         },

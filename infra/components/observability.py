@@ -12,7 +12,15 @@ import pulumi
 import pulumi_aws as aws
 
 from posefleet import metric_names as m
-from posefleet.dashboard import PERIOD_SECONDS, Widget, widgets
+from posefleet.dashboard import (
+    DIM_QUEUE_NAME,
+    PERIOD_SECONDS,
+    QUEUE_OLDEST_AGE,
+    QUEUE_VISIBLE,
+    SQS_NAMESPACE,
+    Widget,
+    widgets,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,9 +165,9 @@ class Observability(pulumi.ComponentResource):
             aws.cloudwatch.MetricAlarm(
                 f"{name}-dead-letters",
                 alarm_description="Tasks are in the dead-letter queue: see docs/operations.md.",
-                namespace="AWS/SQS",
-                metric_name="ApproximateNumberOfMessagesVisible",
-                dimensions={"QueueName": args.dlq_name},
+                namespace=SQS_NAMESPACE,
+                metric_name=QUEUE_VISIBLE,
+                dimensions={DIM_QUEUE_NAME: args.dlq_name},
                 statistic="Maximum",
                 period=60,
                 evaluation_periods=1,
@@ -171,9 +179,9 @@ class Observability(pulumi.ComponentResource):
             aws.cloudwatch.MetricAlarm(
                 f"{name}-oldest-message",
                 alarm_description="A task waited past the threshold: the fleet is behind or stuck.",
-                namespace="AWS/SQS",
-                metric_name="ApproximateAgeOfOldestMessage",
-                dimensions={"QueueName": args.queue_name},
+                namespace=SQS_NAMESPACE,
+                metric_name=QUEUE_OLDEST_AGE,
+                dimensions={DIM_QUEUE_NAME: args.queue_name},
                 statistic="Maximum",
                 period=60,
                 evaluation_periods=5,
@@ -211,9 +219,9 @@ class Observability(pulumi.ComponentResource):
                 metric_queries=[
                     _query(
                         "visible",
-                        "AWS/SQS",
-                        "ApproximateNumberOfMessagesVisible",
-                        {"QueueName": args.queue_name},
+                        SQS_NAMESPACE,
+                        QUEUE_VISIBLE,
+                        {DIM_QUEUE_NAME: args.queue_name},
                         "Maximum",
                     ),
                     _query("processed", m.NAMESPACE, m.IMAGES_PROCESSED, svc, "Sum"),

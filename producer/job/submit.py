@@ -38,9 +38,10 @@ from typing import Any
 
 from posefleet.layout import SHARD_TASKS, Manifest, PartitionSummary, ResultsLocation
 from posefleet.task import TaskMessage, split_task_id, task_id_position
+from producer.job import Job, JobNotFound
+from producer.job.plan import PartitionPlanner, PartitionState, Shard
+from producer.job.record import write_manifest
 from producer.listing import list_range
-from producer.plan import PartitionPlanner, PartitionState, PlanStore, Shard
-from producer.results import JobNotFound, read_manifest
 from producer.send import send_tasks
 from producer.sources import Partition, Position, Source
 
@@ -48,7 +49,6 @@ __all__ = [
     "JobConflict",
     "Submission",
     "SubmitOptions",
-    "SubmitResult",
     "default_job_id",
 ]
 
@@ -148,16 +148,16 @@ class Submission:
         self,
         *,
         s3: Any,
-        lister: Any,
         sqs: Any,
         source: Source,
         options: SubmitOptions,
         on_progress: Callable[[int, int, int], None] | None = None,
     ) -> None:
-        self.s3, self.lister, self.sqs = s3, lister, sqs
+        self.s3, self.sqs = s3, sqs
         self.source, self.o = source, options
         self.location = options.location
-        self.store = PlanStore(s3, self.location, options.job_id, lister=lister)
+        self.job = Job(s3=s3, location=self.location, job_id=options.job_id)
+        self.store = self.job.plan
         self.on_progress = on_progress
         self.stop = threading.Event()
         self.work = _Work()
@@ -193,12 +193,7 @@ class Submission:
         )
 
     def _write_manifest(self, manifest: Manifest) -> None:
-        self.s3.put_object(
-            Bucket=self.location.bucket,
-            Key=self.location.manifest_key(self.o.job_id),
-            Body=manifest.model_dump_json(indent=2).encode(),
-            ContentType="application/json",
-        )
+        write_manifest(self.s3, self.location, manifest)
 
     def _ensure_manifest(self) -> None:
         """The first shard of a run writes the in-progress manifest first (an empty source
@@ -212,7 +207,7 @@ class Submission:
         if self.o.dry_run:
             return
         try:
-            existing: Manifest | None = read_manifest(self.s3, self.location, self.o.job_id)
+            existing: Manifest | None = self.job.reload()
         except JobNotFound:
             existing = None
         if existing is not None and not existing.complete:
@@ -360,7 +355,7 @@ class Submission:
         done: set[str] = set()
         end = h.first_task + h.tasks
         for keys, _ in list_range(
-            self.lister,
+            self.s3,
             self.location.bucket,
             f"{head}{h.partition}-",
             after=head + task_id_position(h.first_task, h.partition),

@@ -3,8 +3,8 @@
 :class:`PartitionPlanner` cuts one partition's keys into tasks (ids by
 ``posefleet.task.make_task_id``) and the tasks into shards of ``SHARD_TASKS``;
 :class:`PlanStore` writes and reads the shards, their ``.sent`` markers, ``partition.json`` and
-the index; :func:`read_partitions` reads the index back (status and export count tasks from it)
-and :func:`iter_plan_tasks` a partition's planned tasks.
+the index: :meth:`PlanStore.partitions` reads the index back (the task space of status and
+export is built from it) and :meth:`PlanStore.tasks` a partition's planned tasks.
 
 IAM: ``s3:PutObject``, ``s3:GetObject``, ``s3:ListBucket`` and ``s3:DeleteObject`` on the
 results prefix.
@@ -25,15 +25,7 @@ from posefleet.task import TaskMessage, plan_tasks
 from producer.listing import list_range
 from producer.sources import Partition
 
-__all__ = [
-    "PartitionPlanner",
-    "PartitionState",
-    "PlanStore",
-    "Shard",
-    "iter_plan_tasks",
-    "parse_shard",
-    "read_partitions",
-]
+__all__ = ["PartitionPlanner", "PartitionState", "PlanStore", "Shard"]
 
 
 @dataclass(slots=True)
@@ -172,9 +164,10 @@ class PartitionState:
 
 
 class PlanStore:
-    def __init__(self, s3: Any, location: ResultsLocation, job_id: str, *, lister: Any = None):
+    """The plan objects of one job under its results location."""
+
+    def __init__(self, s3: Any, location: ResultsLocation, job_id: str) -> None:
         self.s3, self.location, self.job_id = s3, location, job_id
-        self.lister = lister or s3
         self.bucket = location.bucket
 
     def put_shard(self, shard: Shard) -> None:
@@ -232,7 +225,7 @@ class PlanStore:
         """Every partition an earlier run left, from one listing of the plan prefix."""
         states: dict[str, PartitionState] = {}
         prefix = self.location.plan_prefix(self.job_id)
-        for keys, _ in list_range(self.lister, self.bucket, prefix):
+        for keys, _ in list_range(self.s3, self.bucket, prefix):
             for key in keys:
                 found = self.location.plan_object_of(self.job_id, key)
                 if found is None:
@@ -253,7 +246,7 @@ class PlanStore:
         """Delete the plan (a finished job submitted again is planned afresh)."""
         prefix = self.location.plan_prefix(self.job_id)
         deleted = 0
-        for keys, _ in list_range(self.lister, self.bucket, prefix):
+        for keys, _ in list_range(self.s3, self.bucket, prefix):
             if keys:
                 self.s3.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys]}
@@ -261,30 +254,24 @@ class PlanStore:
                 deleted += len(keys)
         return deleted
 
+    def partitions(self) -> list[PartitionSummary]:
+        """The partitions of a complete plan (``plan/partitions.jsonl.gz``), with their task and
+        image counts; raises ``s3.exceptions.NoSuchKey`` if the plan is not complete."""
+        key = self.location.partitions_index_key(self.job_id)
+        data = gzip.decompress(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return [PartitionSummary.model_validate_json(line) for line in data.splitlines() if line]
 
-def read_partitions(s3: Any, location: ResultsLocation, job_id: str) -> list[PartitionSummary]:
-    """The partitions of a complete plan (``plan/partitions.jsonl.gz``), with their task and
-    image counts; raises ``s3.exceptions.NoSuchKey`` if the plan is not complete."""
-    key = location.partitions_index_key(job_id)
-    data = gzip.decompress(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
-    return [PartitionSummary.model_validate_json(line) for line in data.splitlines() if line]
+    def tasks(
+        self, partition: PartitionSummary, *, threads: int = 8
+    ) -> Iterator[tuple[str, list[str]]]:
+        """``(task_id, keys)`` of one planned partition, in task order, shards read in
+        parallel."""
 
+        def read(n: int) -> list[tuple[str, list[str]]]:
+            key = self.location.shard_key(self.job_id, partition.partition, n)
+            _, rows = parse_shard(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            return [(task_id, list(keys)) for task_id, keys in rows]
 
-def iter_plan_tasks(
-    s3: Any,
-    location: ResultsLocation,
-    job_id: str,
-    partition: PartitionSummary,
-    *,
-    threads: int = 8,
-) -> Iterator[tuple[str, list[str]]]:
-    """``(task_id, keys)`` of one planned partition, in task order, shards read in parallel."""
-
-    def read(n: int) -> list[tuple[str, list[str]]]:
-        key = location.shard_key(job_id, partition.partition, n)
-        _, rows = parse_shard(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
-        return [(task_id, list(keys)) for task_id, keys in rows]
-
-    with ThreadPoolExecutor(threads) as pool:
-        for rows in pool.map(read, range(partition.shards)):
-            yield from rows
+        with ThreadPoolExecutor(threads) as pool:
+            for rows in pool.map(read, range(partition.shards)):
+                yield from rows

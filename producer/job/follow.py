@@ -1,7 +1,7 @@
 """Following a job until every task has a result: a progress bar on a terminal, plain lines
 otherwise, and a clear failure when tasks ended in the dead-letter queue.
 
-Each poll costs a bounded number of calls whatever the job's size (``producer/results.py``): a
+Each poll costs a bounded number of calls whatever the job's size (``progress.py``): a
 job of at most ``EXACT_TASKS`` tasks is listed exactly and each finished task's object is read
 once (failed images exact); a larger one is sampled (``WINDOWS`` LIST calls), a few finished
 tasks' objects are read per poll to estimate the failed images, and the queue's and the
@@ -26,24 +26,10 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from posefleet.deadletter import dead_letter_url_of
-from posefleet.layout import Manifest, ResultsLocation
-from producer.results import (
-    EXACT_TASKS,
-    FailureSample,
-    JobProgress,
-    TaskSpace,
-    read_manifest,
-    read_progress,
-)
+from producer.job import Job
+from producer.job.progress import EXACT_TASKS, FailureSample, JobProgress
 
-__all__ = [
-    "Follower",
-    "JobStalled",
-    "LiveView",
-    "follow",
-    "poll_interval",
-    "queue_depth",
-]
+__all__ = ["Follower", "JobStalled", "follow", "poll_interval"]
 
 CONFIRM_EVERY = 5  # polls with an empty queue between exact confirmations
 
@@ -128,30 +114,25 @@ class Follower:
 
     def __init__(
         self,
-        s3: Any,
+        job: Job,
         sqs: Any,
-        location: ResultsLocation,
-        manifest: Manifest,
         *,
         rng: random.Random | None = None,
         failures_per_poll: int = 4,
     ) -> None:
-        self.s3, self.sqs, self.location, self.manifest = s3, sqs, location, manifest
+        self.job, self.sqs = job, sqs
+        self.queue_url = job.manifest.queue_url
         self.rng = rng or random.Random()
         attrs = sqs.get_queue_attributes(
-            QueueUrl=manifest.queue_url, AttributeNames=["RedrivePolicy", *DEPTH]
+            QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy", *DEPTH]
         ).get("Attributes", {})
         self.dlq = dead_letter_url_of(sqs, attrs)
         self._first_depths: tuple[int, int] | None = _depths(attrs)
-        self.space = TaskSpace.of(s3, location, manifest)
-        self.failures = FailureSample(s3, location, manifest.job_id, per_poll=failures_per_poll)
+        self.space = job.space
+        self.failures = FailureSample(job, per_poll=failures_per_poll)
         self.started = time.monotonic()
         self.first: JobProgress | None = None
         self.empty_polls = 0
-
-    @property
-    def large(self) -> bool:
-        return self.space.tasks > EXACT_TASKS
 
     def depths(self) -> tuple[int, int, int]:
         if self._first_depths is not None:
@@ -159,18 +140,16 @@ class Follower:
             self._first_depths = None
         else:
             queued, in_flight = _depths(
-                self.sqs.get_queue_attributes(
-                    QueueUrl=self.manifest.queue_url, AttributeNames=DEPTH
-                ).get("Attributes", {})
+                self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=DEPTH).get(
+                    "Attributes", {}
+                )
             )
         dead = queue_depth(self.sqs, self.dlq) if self.dlq else 0
         return queued, in_flight, dead
 
     def poll(self, *, exact: bool = False) -> LiveView:
         """One look at the job; ``exact`` counts every result of a large job too."""
-        progress = read_progress(
-            self.s3, self.location, self.manifest, space=self.space, rng=self.rng
-        )
+        progress = self.job.progress(rng=self.rng)
         queued, in_flight, dead = self.depths()
         self.empty_polls = self.empty_polls + 1 if queued + in_flight == 0 else 0
         if progress.exact:  # a small job: every finished task read once
@@ -179,9 +158,7 @@ class Follower:
             self.failures.sample(progress.done_keys, self.rng)
             if exact or progress.looks_done or self.empty_polls % CONFIRM_EVERY == 1:
                 # the estimate says done, or nothing is left on the queue: count exactly
-                progress = read_progress(
-                    self.s3, self.location, self.manifest, space=self.space, exact=True
-                )
+                progress = self.job.progress(exact=True)
             failed, failed_exact = self.failures.estimate(progress.images_done), False
         if self.first is None:
             self.first = progress
@@ -202,11 +179,10 @@ class Follower:
         )
 
 
-def _planned(
-    s3: Any, location: ResultsLocation, manifest: Manifest, stream: IO[str], interval: float
-) -> Manifest:
-    """The manifest once its plan is complete (a submit may still be running)."""
+def _planned(job: Job, stream: IO[str], interval: float) -> None:
+    """Returns once the job's plan is complete (a submit may still be running)."""
     said = False
+    manifest = job.manifest
     while not manifest.complete:
         if not said:
             print(
@@ -217,15 +193,12 @@ def _planned(
             )
             said = True
         time.sleep(interval)
-        manifest = read_manifest(s3, location, manifest.job_id)
-    return manifest
+        manifest = job.reload()
 
 
 def follow(
-    s3: Any,
+    job: Job,
     sqs: Any,
-    location: ResultsLocation,
-    manifest: Manifest,
     *,
     interval: float | None = None,
     timeout: float | None = None,
@@ -236,8 +209,9 @@ def follow(
     ``interval`` defaults to :func:`poll_interval` of the job's size."""
     stream = stream or sys.stderr
     started = time.monotonic()
-    manifest = _planned(s3, location, manifest, stream, interval or 2.0)
-    follower = Follower(s3, sqs, location, manifest)
+    _planned(job, stream, interval or 2.0)
+    manifest = job.manifest
+    follower = Follower(job, sqs)
     interval = interval if interval is not None else poll_interval(follower.space.tasks)
     if follower.dlq is None:
         print(
