@@ -30,9 +30,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pillow_heif
 import torch
 from PIL import Image
@@ -123,10 +125,6 @@ def pooled(decode: Callable[[bytes], object], datas: Sequence[bytes]) -> float:
     return len(datas) / (time.perf_counter() - started)
 
 
-def libheif_threads(n: int) -> None:
-    pillow_heif.options.DECODE_THREADS = n
-
-
 def pillow_heif_reads_avif(data: bytes) -> str:
     try:
         pillow_heif.open_heif(io.BytesIO(data))[0].load()
@@ -135,73 +133,50 @@ def pillow_heif_reads_avif(data: bytes) -> str:
     return "yes"
 
 
-def decode_costs(folder: Path, size: int, sample: int, avif: int) -> dict[str, tuple[float, float]]:
-    jpgs = [p.read_bytes() for p in files(folder, ".jpg", sample)]
-    heics = [p.read_bytes() for p in files(folder, ".heic", sample)]
-    avifs = [p.read_bytes() for p in files(folder, ".avif", avif)]
-    default_threads = pillow_heif.options.DECODE_THREADS
-    runs: dict[str, tuple[Callable[[bytes], object], list[bytes], int]] = {
-        "JPEG at 1/8 scale (the worker's path)": (
-            lambda d: decode_image(d, input_size=size),
-            jpgs,
-            default_threads,
-        ),
-        "JPEG in full": (lambda d: decode_image(d, input_size=size, draft=False), jpgs, 1),
-        "HEIC in full, libheif on 1 thread": (
-            lambda d: decode_image(d, input_size=size, draft=False),
-            heics,
-            1,
-        ),
-        f"HEIC in full, libheif on {default_threads} threads (its default)": (
-            lambda d: decode_image(d, input_size=size, draft=False),
-            heics,
-            default_threads,
-        ),
-        "HEIC from its 320-px thumbnail": (lambda d: decode_image(d, input_size=size), heics, 1),
-        "AVIF, Pillow's plugin (libavif, dav1d)": (
-            lambda d: decode_image(d, input_size=size),
-            avifs,
-            1,
-        ),
-    }
-    out = {}
-    try:
-        for name, (decode, datas, threads) in runs.items():
-            libheif_threads(threads)
-            decode(datas[0])  # warm up
-            out[name] = per_image(decode, datas)
-    finally:
-        libheif_threads(default_threads)
-    return out
+@dataclass(frozen=True, slots=True)
+class Way:
+    """One way of decoding the corpus: which files, to what input size, how."""
+
+    title: str
+    suffix: str
+    size: int
+    draft: bool
+    libheif_threads: int = pillow_heif.options.DECODE_THREADS
+
+    def decode(self, data: bytes) -> object:
+        return decode_image(data, input_size=self.size, draft=self.draft)
 
 
-def decode_pool(folder: Path, size: int, sample: int) -> dict[str, float]:
-    jpgs = [p.read_bytes() for p in files(folder, ".jpg", sample)]
-    heics = [p.read_bytes() for p in files(folder, ".heic", sample)]
-    default_threads = pillow_heif.options.DECODE_THREADS
-    out = {}
+def ways(size: int, small: int) -> list[Way]:
+    """``size``: the served model's input (224 as ``make bench``); ``small``: an input that a
+    320x240 thumbnail serves (at most 120 px: the thumbnail must be twice the input)."""
+    threads = pillow_heif.options.DECODE_THREADS
+    return [
+        Way(f"JPEG at 1/8 scale, to {size} px (the worker's path)", ".jpg", size, True),
+        Way(f"JPEG in full, to {size} px", ".jpg", size, False),
+        Way(f"HEIC in full, to {size} px, libheif on 1 thread", ".heic", size, False, 1),
+        Way(
+            f"HEIC in full, to {size} px, libheif on {threads} threads (its default)",
+            ".heic",
+            size,
+            False,
+        ),
+        Way(f"HEIC from its 320-px thumbnail, to {small} px", ".heic", small, True),
+        Way(f"JPEG at 1/8 scale, to {small} px", ".jpg", small, True),
+        Way(f"AVIF (Pillow's plugin: libavif, dav1d), to {size} px", ".avif", size, True),
+    ]
+
+
+def measure(folder: Path, way: Way, count: int, *, pool: bool) -> tuple[float, ...]:
+    """Per image, one at a time: (median CPU ms, median wall ms); ``pool``: (images/s,)."""
+    datas = [p.read_bytes() for p in files(folder, way.suffix, count)]
+    default = pillow_heif.options.DECODE_THREADS
+    pillow_heif.options.DECODE_THREADS = way.libheif_threads
     try:
-        for name, decode, datas, threads in (
-            ("JPEG at 1/8", lambda d: decode_image(d, input_size=size), jpgs, default_threads),
-            ("HEIC thumbnail", lambda d: decode_image(d, input_size=size), heics, default_threads),
-            (
-                "HEIC in full, libheif 1 thread",
-                lambda d: decode_image(d, input_size=size, draft=False),
-                heics,
-                1,
-            ),
-            (
-                f"HEIC in full, libheif {default_threads} threads",
-                lambda d: decode_image(d, input_size=size, draft=False),
-                heics,
-                default_threads,
-            ),
-        ):
-            libheif_threads(threads)
-            out[name] = pooled(decode, datas)
+        way.decode(datas[0])  # warm up
+        return (pooled(way.decode, datas),) if pool else per_image(way.decode, datas)
     finally:
-        libheif_threads(default_threads)
-    return out
+        pillow_heif.options.DECODE_THREADS = default
 
 
 def top1(clf: Classifier, images: list[torch.Tensor]) -> list[int]:
@@ -211,56 +186,92 @@ def top1(clf: Classifier, images: list[torch.Tensor]) -> list[int]:
     return out
 
 
+GAP_SIZES = (96, 120, 224)
+
+
+def thumbnail_input(data: bytes, size: int) -> torch.Tensor:
+    """The model's input made from the HEIC's thumbnail, whatever its size against ``size``."""
+    im = Image.open(io.BytesIO(data))
+    im.draft("RGB", (size, size))
+    im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)
+
+
 def agreement(folder: Path, count: int, checkpoint: Path) -> dict:
-    """Top-1 of the thumbnail path against the full decode, and JPEG 1/8 against full."""
+    """Top-1 of the thumbnail path against the full decode (and JPEG 1/8 against full), over
+    every photo and over those of the model's own poses; and how far an input made from the
+    thumbnail is from the full decode's at a few input sizes (``GAP_SIZES``)."""
     clf = Classifier.from_file(checkpoint, device="cpu", threads=available_cpus())
     size = clf.spec.input_size
     index = {c: i for i, c in enumerate(clf.checkpoint.class_mapping.classes)}
     heics = files(folder, ".heic", count)
     labels = [index.get(p.name.split("-")[1], -1) for p in heics]
     used = 0
-    thumb, full, jpeg_draft, jpeg_full = [], [], [], []
+    inputs: dict[str, list[torch.Tensor]] = {"thumb": [], "full": [], "jd": [], "jf": []}
+    gap = {side: 0.0 for side in GAP_SIZES}
     for path in heics:
-        data = path.read_bytes()
+        data, jdata = path.read_bytes(), path.with_suffix(".jpg").read_bytes()
         probe = Image.open(io.BytesIO(data))
         used += probe.draft("RGB", (size, size)) is not None
-        thumb.append(decode_image(data, input_size=size).pixels)
-        full.append(decode_image(data, input_size=size, draft=False).pixels)
-        jdata = path.with_suffix(".jpg").read_bytes()
-        jpeg_draft.append(decode_image(jdata, input_size=size).pixels)
-        jpeg_full.append(decode_image(jdata, input_size=size, draft=False).pixels)
-    t, f, jd, jf = (top1(clf, x) for x in (thumb, full, jpeg_draft, jpeg_full))
-    n = len(heics)
+        inputs["thumb"].append(decode_image(data, input_size=size).pixels)
+        inputs["full"].append(decode_image(data, input_size=size, draft=False).pixels)
+        inputs["jd"].append(decode_image(jdata, input_size=size).pixels)
+        inputs["jf"].append(decode_image(jdata, input_size=size, draft=False).pixels)
+        for side in GAP_SIZES:
+            full_input = decode_image(data, input_size=side, draft=False).pixels.float()
+            gap[side] += float((thumbnail_input(data, side) - full_input).abs().mean())
+    top = {k: top1(clf, v) for k, v in inputs.items()}
+    own = [i for i, y in enumerate(labels) if y >= 0]
 
-    def accuracy(pred: list[int]) -> float:
-        return sum(p == y for p, y in zip(pred, labels, strict=True)) / n
+    def agree(a: str, b: str, which: list[int]) -> float:
+        return sum(top[a][i] == top[b][i] for i in which) / len(which)
 
+    every = list(range(len(heics)))
     return {
-        "photos": n,
+        "photos": len(heics),
+        "own": len(own),
         "thumbnail_used": used,
         "arch": clf.checkpoint.arch,
         "input_size": size,
         "classes": len(index),
-        "heic": sum(a == b for a, b in zip(t, f, strict=True)) / n,
-        "jpeg": sum(a == b for a, b in zip(jd, jf, strict=True)) / n,
+        "heic": agree("thumb", "full", every),
+        "heic_own": agree("thumb", "full", own),
+        "jpeg": agree("jd", "jf", every),
+        "differ": [heics[i].name for i in every if top["thumb"][i] != top["full"][i]],
         "accuracy": {
-            "HEIC thumbnail": accuracy(t),
-            "HEIC full": accuracy(f),
-            "JPEG 1/8": accuracy(jd),
-            "JPEG full": accuracy(jf),
+            name: sum(top[k][i] == labels[i] for i in own) / len(own)
+            for name, k in (
+                ("HEIC thumbnail", "thumb"),
+                ("HEIC full", "full"),
+                ("JPEG 1/8", "jd"),
+                ("JPEG full", "jf"),
+            )
         },
+        "gap": {side: total / len(heics) for side, total in gap.items()},
     }
 
 
-WORKER_RUNS = (  # label, suffix, draft, title
-    ("jpeg", ".jpg", True, "JPEG, draft on (the default)"),
-    ("heic", ".heic", True, "HEIC, thumbnails (the default)"),
-    ("heic-full", ".heic", False, "HEIC decoded in full (`POSEFLEET_JPEG_DRAFT=false`)"),
+@dataclass(frozen=True, slots=True)
+class WorkerRun:
+    label: str
+    model: str  # "bench": as make bench serves (ResNet50, 224 px); "trained": --trained
+    suffix: str
+    draft: bool
+    title: str
+
+
+DEFAULT = "the default"
+WORKER_RUNS = (
+    WorkerRun("jpeg", "bench", ".jpg", True, f"JPEG ({DEFAULT}: at 1/8 scale)"),
+    WorkerRun("heic", "bench", ".heic", True, f"HEIC ({DEFAULT}: in full, thumbnail too small)"),
+    WorkerRun("jpeg-small", "trained", ".jpg", True, f"JPEG ({DEFAULT}: at 1/8 scale)"),
+    WorkerRun("heic-small", "trained", ".heic", True, f"HEIC ({DEFAULT}: from the thumbnail)"),
+    WorkerRun("heic-small-full", "trained", ".heic", False, "HEIC in full (draft off)"),
 )
 
 
 def worker_runs(
-    folder: Path, count: int, model: Path, repeat: int, batch: int
+    folder: Path, count: int, models: dict[str, Path], repeat: int, batch: int
 ) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     with LocalAWS(log_file=OUT / "moto-heic.log") as aws:
@@ -268,28 +279,30 @@ def worker_runs(
         s3, sqs = client("s3"), client("sqs")
         bootstrap(s3, sqs, buckets=("bench-input", "bench-results"))
         keys: dict[str, list[str]] = {}
-        for label, suffix, _, _ in WORKER_RUNS:
-            keys[label] = []
+        for suffix in {r.suffix for r in WORKER_RUNS}:
+            keys[suffix] = []
             for path in files(folder, suffix, count):
-                key = f"heic-bench/{label}/{path.name}"
+                key = f"heic-bench/{suffix[1:]}/{path.name}"
                 s3.put_object(Bucket="bench-input", Key=key, Body=path.read_bytes())
-                keys[label].append(key)
+                keys[suffix].append(key)
         for rep in range(repeat):
-            for label, _, draft, _ in WORKER_RUNS:
+            for r in WORKER_RUNS:
+                if r.model not in models:
+                    continue
                 run = run_posefleet(
                     aws,
                     s3,
                     sqs,
-                    keys[label],
-                    model,
-                    label=f"heic-{label}",
+                    keys[r.suffix],
+                    models[r.model],
+                    label=f"heic-{r.label}",
                     batch=batch,
-                    draft=draft,
-                    prefix=f"heic-bench/{label}/",
+                    draft=r.draft,
+                    prefix=f"heic-bench/{r.suffix[1:]}/",
                 )
-                runs.setdefault(label, []).append(run)
-                rate = len(keys[label]) / run["seconds"]
-                print(f"[{rep + 1}/{repeat}] {label}: {rate:.2f} img/s", file=sys.stderr)
+                runs.setdefault(r.label, []).append(run)
+                rate = len(keys[r.suffix]) / run["seconds"]
+                print(f"[{rep + 1}/{repeat}] {r.label}: {rate:.2f} img/s", file=sys.stderr)
     return runs
 
 
@@ -326,12 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         f"tiles and a 320-px thumbnail (median {heic_mb / 1e6:.1f} MB); {args.avif} also as AVIF.",
         "",
     ]
+    trained = Path(args.trained) if Path(args.trained).exists() else None
+    small = min(120, Classifier.from_file(trained, device="cpu").spec.input_size if trained else 96)
     if "decode" not in skip:
-        costs = decode_costs(folder, size, args.sample, args.avif)
+        costs = {w.title: measure(folder, w, args.sample, pool=False) for w in ways(size, small)}
         base_cpu = next(iter(costs.values()))[0]
         lines += [
-            f"Decode cost per image, one at a time, to {size} px (median of {args.sample} photos;"
-            " CPU time counts every thread):",
+            f"Decode cost per image, one at a time (`decode_image`, median of {args.sample} "
+            f"photos, {args.avif} for AVIF; CPU time counts every thread):",
             "",
             "| decode | CPU ms | vs JPEG at 1/8 | wall ms |",
             "| --- | ---: | ---: | ---: |",
@@ -346,50 +361,69 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     if "pool" not in skip:
-        rates = decode_pool(folder, size, args.images)
+        rates = {
+            w.title: measure(folder, w, args.images, pool=True)[0]
+            for w in ways(size, small)
+            if w.suffix != ".avif"
+        }
         lines += [
-            f"The decode stage alone, {available_cpus()} threads (one per CPU) over "
-            f"{args.images} photos, images/s: "
-            + "; ".join(f"{name} **{r:.1f}**" for name, r in rates.items())
-            + ".",
+            f"The decode stage alone, {available_cpus()} threads (one per CPU, as the worker's "
+            f"decode pool) over {args.images} photos:",
+            "",
+            "| decode | images/s |",
+            "| --- | ---: |",
+            *(f"| {name} | {r:.1f} |" for name, r in rates.items()),
             "",
         ]
     if "agreement" not in skip:
-        if Path(args.trained).exists():
-            a = agreement(folder, args.photos, Path(args.trained))
+        if trained:
+            a = agreement(folder, args.photos, trained)
             lines += [
                 f"Thumbnail against full decode on a trained model ({a['arch']}, "
-                f"{a['input_size']} px, {a['classes']} poses; {a['photos']} photos it never saw, "
-                f"the thumbnail used for {a['thumbnail_used']}): top-1 agreement "
-                f"**{a['heic']:.2%}** (JPEG at 1/8 against full: {a['jpeg']:.2%}). Accuracy "
-                "against the generator's labels: "
+                f"{a['input_size']} px, {a['classes']} poses; {a['photos']} phone photos it never "
+                f"saw, {a['own']} of them of its own poses; the thumbnail used for "
+                f"{a['thumbnail_used']}): top-1 agreement **{a['heic']:.2%}** over all, "
+                f"**{a['heic_own']:.2%}** over its own poses (JPEG at 1/8 against full: "
+                f"{a['jpeg']:.2%} over all)"
+                + (f"; differ: {', '.join(a['differ'])}" if a["differ"] else "")
+                + ". Accuracy on its own poses: "
                 + ", ".join(f"{k} {v:.1%}" for k, v in a["accuracy"].items())
+                + ". Mean absolute difference between the input made from the thumbnail and "
+                "the full decode's, in 8-bit levels, by input size: "
+                + ", ".join(f"{k} px {v:.2f}" for k, v in a["gap"].items())
                 + ".",
                 "",
             ]
         else:
             lines += [f"Agreement: not measured ({args.trained} missing: run `make demo`).", ""]
     if "worker" not in skip:
-        runs = worker_runs(folder, args.images, model, args.repeat, args.batch_size)
+        models = {"bench": model} | ({"trained": trained} if trained else {})
+        runs = worker_runs(folder, args.images, models, args.repeat, args.batch_size)
         rows = []
         count = args.images
-        for label, _, _, title in WORKER_RUNS:
-            all_runs = runs[label]
-            times = sorted(r["seconds"] for r in all_runs)
-            median = sorted(all_runs, key=lambda r: r["seconds"])[len(all_runs) // 2]
+        names = {
+            "bench": f"{'ResNet50, untrained' if not args.model else model.name}, {size} px",
+            "trained": f"{trained.name if trained else '-'}, {small} px",
+        }
+        for r in WORKER_RUNS:
+            if r.label not in runs:
+                continue
+            times = sorted(x["seconds"] for x in runs[r.label])
+            median = sorted(runs[r.label], key=lambda x: x["seconds"])[len(times) // 2]
             decode_ms = median["stage_ms"].get("decode", 0) / count
             rows.append(
-                f"| {title} | {count / median['seconds']:.2f} | "
+                f"| {names[r.model]} | {r.title} | {count / median['seconds']:.2f} | "
                 f"{count / times[-1]:.2f}-{count / times[0]:.2f} | {decode_ms:.0f} | "
                 f"{median['peak_rss_mib']} MiB |"
             )
         lines += [
-            f"One worker (`python -m worker`, batch {args.batch_size}, model as `make bench`: "
-            f"{'a seeded, untrained ResNet50' if not args.model else model.name}, {size} px) on "
-            f"{args.images} of these photos, median of {args.repeat} interleaved runs:",
+            f"One worker (`python -m worker`, batch {args.batch_size}) on {count} of these "
+            f"photos, the whole job queued first (as `make bench`), median of {args.repeat} "
+            "interleaved runs:",
             "",
-            "| photos | images/s | range | decode ms per image (summed over threads) | peak RSS |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| model | photos | images/s | range | decode ms per image (summed over threads) "
+            "| peak RSS |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
             *rows,
         ]
     section = "\n".join(lines).rstrip()

@@ -9,8 +9,9 @@ The worker and training's validation both call :func:`decode_image` then :func:`
    image, a format outside :data:`ALLOWED_FORMATS`, more than ``max_pixels`` pixels as the
    header declares them; Pillow's own decompression-bomb guard is left on, at the same limit);
 2. reduced-resolution decoding where it agrees with the full decode (``draft``): a JPEG at
-   the smallest 1/2, 1/4 or 1/8 DCT scale, and a HEIF from its embedded thumbnail, that is
-   still at least ``size`` on each side (docs/benchmarks.md, "HEIC and AVIF");
+   the smallest 1/2, 1/4 or 1/8 DCT scale still at least ``size`` on each side, a HEIF from
+   an embedded thumbnail at least twice ``size`` on each side (docs/benchmarks.md, "HEIC and
+   AVIF");
 3. the image as displayed: the first frame (the primary image of a HEIF collection or
    burst), EXIF orientation applied (HEIF and AVIF: the container's ``irot``/``imir``, which
    the decoders apply or report; an EXIF orientation beside them is never applied twice),
@@ -25,7 +26,8 @@ it runs on the model's device, so a GPU worker ships bytes, not floats.
 Formats: JPEG, PNG, WebP, GIF, BMP and TIFF through Pillow; HEIF (HEIC, ``.heif``, ``.hif``)
 through pillow-heif (libheif with libde265); AVIF through Pillow's own plugin (libavif with
 dav1d: pillow-heif's wheels carry no AV1 decoder). HEIF depth and auxiliary images are never
-read. Decoding is single-threaded per image: the worker decodes one image per CPU at once.
+read. libheif decodes the tiles of a grid-tiled HEIC on up to 4 threads (its default:
+docs/benchmarks.md measured no gain from one thread in the worker's decode pool).
 """
 
 from __future__ import annotations
@@ -217,9 +219,11 @@ def _decode_error(e: Exception, what: str, data: bytes | None = None) -> ImageEr
     return ImageError(kind, f"{what} could not be decoded: {text}")
 
 
-# JPEG: DCT scaling; HEIF: an embedded thumbnail (pillow-heif picks one only if it is a scaled
-# copy of the image). Both measured against the full decode (docs/benchmarks.md).
-_DRAFT_FORMATS = ("JPEG", "MPO", "HEIF")
+# What ``draft`` asks of a reduced decode, in multiples of the model's input on each side. JPEG:
+# DCT scaling, a box filter. HEIF: the smallest embedded thumbnail at least twice the input (so
+# the resize to the input averages away how the encoder scaled it down; pillow-heif picks only
+# a scaled copy of the image). Each measured against the full decode (docs/benchmarks.md).
+_DRAFT_SCALE = {"JPEG": 1, "MPO": 1, "HEIF": 2}
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -245,9 +249,10 @@ def decode_image(
 ) -> DecodedImage:
     """Bytes -> ``uint8`` tensor ``(3, input_size, input_size)``; raises :class:`ImageError`.
 
-    ``draft``: decode a JPEG at a reduced DCT scale and a HEIF from an embedded thumbnail
-    (same orientation, crop and colour profile as the image) where either is still at least
-    ``input_size`` on each side; off, every image is decoded in full.
+    ``draft``: decode a JPEG at a reduced DCT scale still at least ``input_size`` on each
+    side, and a HEIF from an embedded thumbnail (a scaled copy of the image: same orientation,
+    crop and colour profile) at least twice ``input_size`` on each side; off, every image is
+    decoded in full.
     """
     im = _open(data, max_pixels)
     width, height = im.size
@@ -262,8 +267,9 @@ def decode_image(
         # Pillow reports irot/imir as the EXIF orientation, applied below like a JPEG's.
         orientation = im.getexif().get(0x0112, 1)
         shown = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-        if draft and im.format in _DRAFT_FORMATS:
-            im.draft("RGB", (input_size, input_size))
+        if draft and im.format in _DRAFT_SCALE:
+            side = input_size * _DRAFT_SCALE[im.format]
+            im.draft("RGB", (side, side))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency and EXIF chatter
             im.load()

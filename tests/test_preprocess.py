@@ -258,18 +258,18 @@ class DraftSpy:
 
 
 @pytest.mark.parametrize("transform", [1, 6])
-def test_a_heic_thumbnail_large_enough_is_decoded_instead_of_the_image(transform, monkeypatch):
+def test_a_heic_thumbnail_twice_the_input_is_decoded_instead_of_the_image(transform, monkeypatch):
     base = marked((640, 480))
     data = heif(base, transform=transform, thumbnails=[256])
     spy = DraftSpy(monkeypatch)
-    thumb = decode_image(data, input_size=160)
+    thumb = decode_image(data, input_size=96)
     assert spy.picked == [("RGB", (0, 0, 256, 192))]  # displayed like the image: turned too
-    full = decode_image(data, input_size=160, draft=False)
+    full = decode_image(data, input_size=96, draft=False)
     assert thumb.original_size == full.original_size == (640, 480)
     diff = np.abs(thumb.pixels.numpy().astype(np.float32) - full.pixels.numpy()).mean()
     assert diff < 4
-    # a thumbnail smaller than the model's input is never used
-    decode_image(data, input_size=224)
+    # one less than twice the model's input is never used: the image is decoded in full
+    decode_image(data, input_size=97)
     assert spy.picked[-1] is None
 
 
