@@ -360,6 +360,14 @@ def cost_lines(
     ]
 
 
+def write_between(doc: Path, start: str, end: str, section: str) -> None:
+    """Put ``section`` between the ``start`` and ``end`` markers of ``doc``, if it has them."""
+    text = doc.read_text() if doc.exists() else ""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        doc.write_text(head + start + "\n" + section + "\n" + end + rest.split(end, 1)[1])
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -573,11 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = "\n".join(lines)
     print(table)
-    if not args.no_doc and DOC.exists():
-        text = DOC.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            DOC.write_text(head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+    if not args.no_doc:
+        write_between(DOC, START, END, table)
     (OUT / "last.json").write_text(
         json.dumps(
             {

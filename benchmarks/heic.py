@@ -39,7 +39,14 @@ import pillow_heif
 import torch
 from PIL import Image
 
-from benchmarks.__main__ import OUT, machine, model_file, photo_like, run_posefleet
+from benchmarks.__main__ import (
+    OUT,
+    machine,
+    model_file,
+    photo_like,
+    run_posefleet,
+    write_between,
+)
 from mappings import ClassMapping
 from posefleet.aws import client
 from posefleet.local import LocalAWS, bootstrap
@@ -428,11 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     section = "\n".join(lines).rstrip()
     print(section)
-    if not args.no_doc and DOC.exists():
-        text = DOC.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            DOC.write_text(head + START + "\n" + section + "\n" + END + rest.split(END, 1)[1])
+    if not args.no_doc:
+        write_between(DOC, START, END, section)
     return 0
 
 
