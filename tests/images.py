@@ -93,6 +93,8 @@ def heif(
     written = exif_with(transform)
     if fmt == "HEIF":
         params.setdefault("enc_params", FAST_X265)
+    else:
+        params.setdefault("speed", 10)  # aom's fastest
     data = encode(STORE[transform](im), fmt, quality=quality, exif=written.tobytes(), **params)
     if exif_orientation is not None and exif_orientation != transform:
         if fmt != "HEIF":
