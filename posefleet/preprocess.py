@@ -27,7 +27,7 @@ Formats: JPEG, PNG, WebP, GIF, BMP and TIFF through Pillow; HEIF (HEIC, ``.heif`
 through pillow-heif (libheif with libde265); AVIF through Pillow's own plugin (libavif with
 dav1d: pillow-heif's wheels carry no AV1 decoder). HEIF depth and auxiliary images are never
 read. libheif decodes on one thread per image (its default is four): the worker runs one
-decode per CPU at once, where one thread each decoded 14-28% more HEICs a second
+decode per CPU at once, where one thread each decoded 8-28% more HEICs a second
 (docs/benchmarks.md).
 """
 
