@@ -1,11 +1,13 @@
-# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests;
-# `make fleet` starts a local fleet for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n).
+# posefleet: `make demo` runs the whole flow locally; `make test` installs and runs the tests
+# (`make test-fast`: without the end-to-end and slow ones); `make fleet` starts a local fleet
+# for your own photos (PHOTOS=dir CHECKPOINT=file WORKERS=n WATCH=1).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test lint format bench bench-scale soak hadolint clean venv
+.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live bench-faults soak hadolint
+.PHONY: clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m localfleet.demo
 
 fleet: $(STAMP)
-	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m localfleet $(if $(PHOTOS),--photos "$(PHOTOS)") $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(WORKERS),--workers $(WORKERS)) $(if $(WATCH),--watch)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -37,14 +39,31 @@ hadolint: $(STAMP)
 test: lint hadolint
 	$(PY) -m pytest
 
+# The quick lane while you work: no end-to-end runs of real processes, no slow ones.
+test-fast: lint hadolint
+	$(PY) -m pytest -m "not e2e and not slow" -q
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-# The producer, status and export against a simulated S3+SQS of 1M and 10M keys (docs/benchmarks.md);
-# BASELINE=/path/to/another/checkout measures that tree's producer too, at 20k keys.
+# The producer, status and export against a simulated S3+SQS of 1M and 10M keys, and the requests
+# (and their cost) per million images by task size (docs/benchmarks.md); BASELINE=/path/to/another
+# checkout measures that tree's producer too (at 20k keys, and as the requests' "before").
 bench-scale: $(STAMP)
-	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300
+	$(PY) -m benchmarks.scale --keys 1000000,10000000 --status-tasks 1000000 --moto 300 \
+		--requests 1000000 $(if $(BASELINE),--baseline $(BASELINE))
 	$(if $(BASELINE),$(PY) -m benchmarks.scale --keys 20000 --code $(BASELINE) --label before)
+
+# The live lane on the local fleet: upload -> label latency idle and behind a backfill, and the
+# backfill's throughput with and without live uploads (docs/benchmarks.md). IMAGES=300: a quick run.
+bench-live: $(STAMP)
+	$(PY) -m benchmarks.live $(if $(IMAGES),--backfill $(IMAGES))
+
+# Three real workers and the producer through a fault-injecting proxy (docs/benchmarks.md,
+# "AWS faults"): half of all calls faulted with invalid bodies queued, then a 2-minute outage.
+bench-faults: $(STAMP)
+	$(PY) -m benchmarks.faults --faults 0.5 --images 300 --invalid 40
+	$(PY) -m benchmarks.faults --outage 120 --images 900
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000
@@ -54,12 +73,17 @@ clean:
 
 # The worker image: Docker where an engine answers, else buildah with a base made from Debian's
 # packages (scripts/image/); prints its size and build time. image-test runs it as ECS would.
-.PHONY: image image-test
-VARIANT ?= cpu
-TEST_IMAGE ?= localhost/posefleet-worker:$(VARIANT)
+.PHONY: image image-test lock
+TORCH_SOURCE ?= pypi
+TEST_IMAGE ?= localhost/posefleet-worker:$(TORCH_SOURCE)
 
 image:
-	VARIANT=$(VARIANT) scripts/image/build.sh
+	TORCH_SOURCE=$(TORCH_SOURCE) scripts/image/build.sh
+
+# requirements/<torch source>.lock, every package with its hashes, from pyproject.toml and
+# requirements/image.in: what the image installs (docs/security.md, "Supply chain").
+lock: $(STAMP)
+	PIP_COMPILE=$(VENV)/bin/pip-compile scripts/lock.sh
 
 image-test: $(STAMP)
 	POSEFLEET_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest tests/test_image.py -q -s

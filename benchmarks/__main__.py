@@ -34,6 +34,20 @@ import torch
 from PIL import Image
 
 from benchmarks.baseline import run_baseline
+from benchmarks.prices import (
+    DDB_READ_PER_MILLION,
+    DDB_WRITE_PER_MILLION,
+    FARGATE_GB_HOUR,
+    FARGATE_VCPU_HOUR,
+    G5_XLARGE_HOUR,
+    LAMBDA_GB_SECOND,
+    LAMBDA_PER_MILLION,
+    S3_GET_PER_1000,
+    S3_PUT_PER_1000,
+    SQS_PER_MILLION,
+    cost_per_million,
+    worker_requests,
+)
 from mappings import ClassMapping
 from posefleet.aws import client
 from posefleet.checkpoint import file_version, load_checkpoint, save_initialised
@@ -61,15 +75,24 @@ def photo_like(image: Image.Image, rng: random.Random) -> Image.Image:
     )
 
 
-def corpus(count: int, seed: int, *, noisy: bool = True) -> dict[str, bytes]:
-    cache = OUT / f"corpus-{'v2' if noisy else 'flat'}-{count}-{seed}"
+def corpus(
+    count: int,
+    seed: int,
+    *,
+    noisy: bool = True,
+    sizes: tuple[tuple[int, int], ...] | None = None,
+) -> dict[str, bytes]:
+    """``count`` pose photos as ``{"bench/<name>": JPEG bytes}``, made once and kept in
+    ``bench-out/``: sizes drawn from PHOTO_SIZES by WEIGHTS, or evenly from ``sizes``."""
+    shape = "" if sizes is None else "-" + "_".join(f"{w}x{h}" for w, h in sizes)
+    cache = OUT / f"corpus-{'v2' if noisy else 'flat'}{shape}-{count}-{seed}"
     if not cache.exists():
         rng = random.Random(seed)
         tmp = cache.with_suffix(".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         poses = list(ClassMapping.for_poses().classes)
         for i in range(count):
-            size = rng.choices(PHOTO_SIZES, WEIGHTS)[0]
+            size = rng.choices(PHOTO_SIZES, WEIGHTS)[0] if sizes is None else rng.choice(sizes)
             image = render_pose(poses[i % len(poses)], size, rng)
             image = photo_like(image, rng) if noisy else image
             (tmp / f"{i:05d}-{size[0]}x{size[1]}.jpg").write_bytes(encode(image, rng))
@@ -310,31 +333,41 @@ def run_posefleet(
     }
 
 
-# Public on-demand prices, us-east-1, as AWS published them in 2025 (check the pricing pages).
-FARGATE_VCPU_HOUR, FARGATE_GB_HOUR = 0.04048, 0.004445
-LAMBDA_GB_SECOND, LAMBDA_PER_MILLION = 0.0000166667, 0.20
-S3_GET_PER_1000, S3_PUT_PER_1000, SQS_PER_MILLION = 0.0004, 0.005, 0.40
-G5_XLARGE_HOUR = 1.006
+def request_cost(tasks_per_1000: float, *, record: bool) -> float:
+    """Requests per million images: benchmarks/prices.py's model of the worker's, plus the
+    producer's SendMessageBatch (one per ten tasks), listing (one LIST per 1,000 keys) and plan
+    (two PUTs per 100 tasks)."""
+    per_1000 = worker_requests(tasks_per_1000, record=record)
+    per_1000["sqs"] += tasks_per_1000 / 10
+    per_1000["s3_put"] += 2 * tasks_per_1000 / 100
+    per_1000["s3_list"] = 1.0
+    return cost_per_million(per_1000)["total"]
 
 
-def cost_lines(
-    rates: dict[str, float], baseline_seconds_per_image: float, task_size: int = 20
-) -> list[str]:
-    """Cost of one million images, from the measured rates (2 vCPUs, like a 2 vCPU / 4 GB task)."""
+# Tasks per 1,000 images: 20-image tasks (before issue 20), and the default sizes (20, then
+# 100) on a large prefix (about 100 partitions; docs/benchmarks.md, "Requests per million").
+TASKS_BEFORE, TASKS_AFTER = 50.0, 10.08
+
+
+def cost_lines(rates: dict[str, float], baseline_seconds_per_image: float) -> list[str]:
+    """Cost of one million images, from the measured rates (2 vCPUs, like a 2 vCPU / 4 GB task),
+    with the requests of 20-image tasks (before) and of the default task sizes with the job
+    record (after)."""
     task_hour = 2 * FARGATE_VCPU_HOUR + 4 * FARGATE_GB_HOUR
-    requests = 1e6 * S3_GET_PER_1000 / 1000 + 1e6 / task_size * S3_PUT_PER_1000 / 1000
-    sqs = 1e6 / task_size * 3 * SQS_PER_MILLION / 1e6  # send/10 + receive + delete/10 + heartbeats
+    before = request_cost(TASKS_BEFORE, record=False)
+    after = request_cost(TASKS_AFTER, record=True)
     gets = 1e6 * S3_GET_PER_1000 / 1000
     lam = 1e6 * baseline_seconds_per_image * (3008 / 1024) * LAMBDA_GB_SECOND + LAMBDA_PER_MILLION
     rows = []
     for title, rate in rates.items():
         fargate = 1e6 / rate / 3600 * task_hour
-        rows += [
-            f"| {title} on Fargate, 2 vCPU / 4 GB, {rate:.2f} img/s a task | ${fargate:.2f} | "
-            f"${requests + sqs:.2f} | ${fargate + requests + sqs:.2f} |",
-            f"| the same on Fargate Spot (about 70% off compute, varies) | ${fargate * 0.3:.2f} | "
-            f"${requests + sqs:.2f} | ${fargate * 0.3 + requests + sqs:.2f} |",
-        ]
+        on_demand = f"{title} on Fargate, 2 vCPU / 4 GB, {rate:.2f} img/s a task"
+        spot = "the same on Fargate Spot (about 70% off compute, varies)"
+        for label, compute in ((on_demand, fargate), (spot, fargate * 0.3)):
+            rows.append(
+                f"| {label} | ${compute:.2f} | ${before:.2f} | ${after:.2f} | "
+                f"${compute + before:.2f} | ${compute + after:.2f} |"
+            )
     return [
         "",
         "### Cost of one million images",
@@ -343,15 +376,17 @@ def cost_lines(
         f"${FARGATE_VCPU_HOUR}/vCPU-hour and ${FARGATE_GB_HOUR}/GB-hour; "
         f"Lambda ${LAMBDA_GB_SECOND}/GB-s "
         f"and ${LAMBDA_PER_MILLION}/million requests; S3 ${S3_GET_PER_1000}/1,000 GET and "
-        f"${S3_PUT_PER_1000}/1,000 PUT; SQS ${SQS_PER_MILLION}/million requests; g5.xlarge "
-        f"${G5_XLARGE_HOUR}/hour):",
+        f"${S3_PUT_PER_1000}/1,000 PUT; SQS ${SQS_PER_MILLION}/million requests; DynamoDB "
+        f"${DDB_WRITE_PER_MILLION}/million write and ${DDB_READ_PER_MILLION}/million read "
+        f"request units; g5.xlarge ${G5_XLARGE_HOUR}/hour). Requests before: 20-image tasks; "
+        "after: the default task sizes (20, then 100) and the job record (benchmarks/prices.py):",
         "",
-        "| | compute | S3 + SQS requests | total |",
-        "| --- | ---: | ---: | ---: |",
+        "| | compute | requests before | requests after | total before | total after |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         f"| seed Lambda, 3008 MB, {baseline_seconds_per_image:.2f} s an image "
         "(the baseline's time) | "
-        f"${lam:.2f} | ${gets:.2f} | ${lam + gets:.2f} |",
+        f"${lam:.2f} | ${gets:.2f} | ${gets:.2f} | ${lam + gets:.2f} | ${lam + gets:.2f} |",
         "",
         "A GPU worker was not measured in this run (no GPU here). On a g5.xlarge at "
         f"${G5_XLARGE_HOUR}/hour, one million images cost ${G5_XLARGE_HOUR:.3f} x 1e6 / (3600 x R) "

@@ -6,6 +6,7 @@ Documented in docs/deploy.md; checked here so a bad value fails at ``pulumi prev
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -14,12 +15,20 @@ from posefleet.resources import QueueSpec
 
 __all__ = ["InputBucket", "StackConfig"]
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _flag(c: pulumi.Config, key: str, default: bool) -> bool:
+    value = c.get_bool(key)
+    return default if value is None else value
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputBucket:
     bucket: str
     prefix: str = ""
-    notify: bool = False  # send S3 ObjectCreated events for this prefix to the tasks queue
+    notify: bool = False  # send S3 ObjectCreated events for this prefix to the live lane
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,17 +36,39 @@ class StackConfig:
     capacity: str = "fargate"  # fargate | gpu
     min_tasks: int = 0
     max_tasks: int = 20
+    # The live lane (docs/deploy.md, "The live lane"): workers kept warm for uploads (on Fargate
+    # Spot while spotWeight > 0), how long a live photo may wait visible before a worker is
+    # added, and the p95 upload -> label latency that raises the alarm.
+    live_min_workers: int = 0
+    live_wait_seconds: int = 10
+    live_latency_alarm_seconds: float = 30.0
     cpu: int = 2048
     memory: int = 4096
     spot_weight: int = 3
     gpu_instance_type: str = "g5.xlarge"
     gpu_memory: int = 14336
-    image_tag: str = "latest"
+    # The worker image, always deployed by digest: imageDigest as given, or imageTag resolved to
+    # its digest in the stack's repository at deploy time. Neither: the stack is created
+    # without the worker service, to push the first image to its repository (docs/deploy.md).
+    image_digest: str | None = None
+    image_tag: str | None = None
     backend: str = "torch"  # torch | openvino | openvino-int8 (CPU only; docs/benchmarks.md)
     input_buckets: tuple[InputBucket, ...] = ()
+    # Network (docs/deploy.md, "Security controls"). By default the stack makes its own VPC:
+    # private subnets with no internet gateway and no NAT, and VPC endpoints for every AWS API
+    # the workers call. vpcId + subnetIds use yours instead.
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
-    assign_public_ip: bool = True
+    assign_public_ip: bool = False
+    vpc_endpoints: bool = True
+    availability_zones: int = 2
+    # Security switches whose secure value is the default.
+    customer_kms_key: bool = True  # the SNS topic's key (CloudWatch alarms need a customer key)
+    model_sha256: str | None = None  # pin the checkpoint every worker must serve
+    models_object_lock: bool = False  # S3 Object Lock on the models bucket (chosen at creation)
+    models_lock_days: int = 30
+    model_publishers: tuple[str, ...] = ()  # more IAM ARNs that may write the models prefix
+    images_kept: int = 30  # ECR lifecycle: the newest images kept
     task_size: int = 20
     longest_task_seconds: int = 120  # the slowest task we expect, image fetches included
     acceptable_latency_seconds: int = 600
@@ -67,12 +98,59 @@ class StackConfig:
             raise ValueError(
                 "posefleet:backend openvino* runs on CPUs; use torch with capacity gpu"
             )
+        if not 0 <= self.live_min_workers <= self.max_tasks:
+            raise ValueError("posefleet:liveMinWorkers must be between 0 and posefleet:maxTasks")
+        if self.live_wait_seconds < 1 or self.live_latency_alarm_seconds <= 0:
+            raise ValueError(
+                "posefleet:liveWaitSeconds and liveLatencyAlarmSeconds must be positive"
+            )
         if self.drain_seconds >= 120:
             raise ValueError("posefleet:drainSeconds must stay under ECS's 120 s stopTimeout")
+        if self.task_size < 1:
+            raise ValueError("posefleet:taskSize must be at least 1")
         if self.seconds_per_task <= 0 or self.acceptable_latency_seconds <= 0:
             raise ValueError(
                 "posefleet:secondsPerTask and acceptableLatencySeconds must be positive"
             )
+        if self.image_digest is not None and not _DIGEST.fullmatch(self.image_digest):
+            raise ValueError(
+                "posefleet:imageDigest must be sha256:<64 hex digits> (buildah push "
+                "--digestfile, or docker inspect --format '{{index .RepoDigests 0}}')"
+            )
+        if self.model_sha256 is not None and not _SHA256.fullmatch(self.model_sha256):
+            raise ValueError(
+                "posefleet:modelSha256 must be the checkpoint's SHA-256 (64 lowercase hex digits, "
+                "the sha256 in current.json)"
+            )
+        if self.subnet_ids and not self.vpc_id:
+            raise ValueError("posefleet:subnetIds needs posefleet:vpcId, the VPC they are in")
+        if self.assign_public_ip and not self.subnet_ids:
+            raise ValueError(
+                "posefleet:assignPublicIp needs public subnets of yours (posefleet:subnetIds): "
+                "the stack's own subnets are private"
+            )
+        if not 1 <= self.availability_zones <= 6:
+            raise ValueError("posefleet:availabilityZones must be between 1 and 6")
+        if self.models_lock_days < 1 or self.images_kept < 1:
+            raise ValueError("posefleet:modelsLockDays and imagesKept must be at least 1")
+        for arn in self.model_publishers:
+            if not arn.startswith("arn:") or "*" in arn:
+                raise ValueError(f"posefleet:modelPublishers takes IAM ARNs, no wildcard: {arn!r}")
+
+    @property
+    def own_network(self) -> bool:
+        """Whether the stack makes its VPC (no subnetIds given)."""
+        return not self.subnet_ids
+
+    @property
+    def has_image(self) -> bool:
+        """Whether an image is named, so the worker service can be created."""
+        return self.image_digest is not None or self.image_tag is not None
+
+    @property
+    def floor(self) -> int:
+        """Workers that run however idle the fleet is: minTasks, or liveMinWorkers if more."""
+        return max(self.min_tasks, self.live_min_workers)
 
     @property
     def visibility_timeout(self) -> int:
@@ -90,6 +168,17 @@ class StackConfig:
         """Tasks waiting per running worker that still meets the acceptable latency."""
         return max(1.0, math.floor(self.acceptable_latency_seconds / self.seconds_per_task))
 
+    @property
+    def live_photo_tasks(self) -> float:
+        """What one live photo (labelled or waiting, per minute) weighs in the backlog that
+        target tracking holds at ``backlog_target`` per worker: a photo takes
+        ``secondsPerTask / taskSize`` seconds of a worker, counted twice so that live work runs
+        at half a worker's capacity (room for bursts: a live photo should not wait). A worker
+        busy half the time with live photos counts as a worker's full backlog, so live traffic
+        keeps its workers and backfill work gets workers of its own."""
+        seconds_per_photo = self.seconds_per_task / self.task_size
+        return self.backlog_target * 2 * seconds_per_photo / 60
+
     @classmethod
     def load(cls, config: pulumi.Config | None = None) -> StackConfig:
         c = config or pulumi.Config("posefleet")
@@ -104,6 +193,10 @@ class StackConfig:
             capacity=c.get("capacity") or d.capacity,
             min_tasks=c.get_int("minTasks") if c.get("minTasks") is not None else d.min_tasks,
             max_tasks=c.get_int("maxTasks") or d.max_tasks,
+            live_min_workers=c.get_int("liveMinWorkers") or d.live_min_workers,
+            live_wait_seconds=c.get_int("liveWaitSeconds") or d.live_wait_seconds,
+            live_latency_alarm_seconds=c.get_float("liveLatencyAlarmSeconds")
+            or d.live_latency_alarm_seconds,
             cpu=c.get_int("cpu") or d.cpu,
             memory=c.get_int("memory") or d.memory,
             spot_weight=c.get_int("spotWeight")
@@ -111,14 +204,21 @@ class StackConfig:
             else d.spot_weight,
             gpu_instance_type=c.get("gpuInstanceType") or d.gpu_instance_type,
             gpu_memory=c.get_int("gpuMemory") or d.gpu_memory,
-            image_tag=c.get("imageTag") or d.image_tag,
+            image_digest=c.get("imageDigest"),
+            image_tag=c.get("imageTag"),
             backend=c.get("backend") or d.backend,
             input_buckets=buckets,
             vpc_id=c.get("vpcId"),
             subnet_ids=tuple(c.get_object("subnetIds") or ()),
-            assign_public_ip=c.get_bool("assignPublicIp")
-            if c.get("assignPublicIp") is not None
-            else True,
+            assign_public_ip=_flag(c, "assignPublicIp", d.assign_public_ip),
+            vpc_endpoints=_flag(c, "vpcEndpoints", d.vpc_endpoints),
+            availability_zones=c.get_int("availabilityZones") or d.availability_zones,
+            customer_kms_key=_flag(c, "customerKmsKey", d.customer_kms_key),
+            model_sha256=c.get("modelSha256"),
+            models_object_lock=_flag(c, "modelsObjectLock", d.models_object_lock),
+            models_lock_days=c.get_int("modelsLockDays") or d.models_lock_days,
+            model_publishers=tuple(c.get_object("modelPublishers") or ()),
+            images_kept=c.get_int("imagesKept") or d.images_kept,
             task_size=c.get_int("taskSize") or d.task_size,
             longest_task_seconds=c.get_int("longestTaskSeconds") or d.longest_task_seconds,
             acceptable_latency_seconds=c.get_int("acceptableLatencySeconds")

@@ -39,7 +39,12 @@ from posefleet.dashboard import (
     Widget,
     widgets,
 )
-from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME
+from posefleet.resources import (
+    DEFAULT_DLQ_NAME,
+    DEFAULT_LIVE_DLQ_NAME,
+    DEFAULT_LIVE_QUEUE_NAME,
+    DEFAULT_QUEUE_NAME,
+)
 
 __all__ = [
     "Sample",
@@ -318,6 +323,8 @@ def render_dashboard(
     period_seconds: int | None = None,
     queue: str = DEFAULT_QUEUE_NAME,
     dlq: str = DEFAULT_DLQ_NAME,
+    live_queue: str | None = None,
+    live_dlq: str | None = None,
     metrics_service: str = m.SERVICE,
     refresh_seconds: int | None = None,
 ) -> str:
@@ -326,9 +333,10 @@ def render_dashboard(
 
     ``period_seconds``: the statistics' period (None: the shortest of 10 s, 30 s, 1 min, ...
     that keeps the time range within 120 periods). ``queue``, ``dlq``: the queue names in the
-    samples; ``metrics_service``: the workers' Service dimension (POSEFLEET_SERVICE);
-    ``refresh_seconds``: the page reloads itself that often (for a page rewritten as the fleet
-    runs).
+    samples; ``live_queue``, ``live_dlq``: the live lane's (None: no live lane widgets, as
+    :func:`posefleet.dashboard.widgets`); ``metrics_service``: the workers' Service dimension
+    (POSEFLEET_SERVICE); ``refresh_seconds``: the page reloads itself that often (for a page
+    rewritten as the fleet runs).
     """
     if period_seconds is not None and period_seconds < 1:
         raise ValueError("period_seconds must be at least 1 (or None to choose from the data)")
@@ -342,7 +350,15 @@ def render_dashboard(
             samples.extend(read_samples(f))
     period = period_seconds or choose_period(samples)
     gpu = any(s.name == m.GPU_UTILIZATION and s.namespace == m.NAMESPACE for s in samples)
-    defined = widgets(queue=queue, dlq=dlq, metrics_service=metrics_service, gpu=gpu, **LOCAL_NAMES)
+    defined = widgets(
+        queue=queue,
+        dlq=dlq,
+        live_queue=live_queue,
+        live_dlq=live_dlq,
+        metrics_service=metrics_service,
+        gpu=gpu,
+        **LOCAL_NAMES,
+    )
     stamps = [s.timestamp for s in samples]
     t0 = math.floor(min(stamps, default=0) / period) * period
     t1 = (math.floor(max(stamps, default=0) / period) + 1) * period
@@ -386,6 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--period", type=int, default=None, help="seconds (default: fit)")
     parser.add_argument("--queue", default=DEFAULT_QUEUE_NAME, help="tasks queue name")
     parser.add_argument("--dlq", default=DEFAULT_DLQ_NAME, help="dead-letter queue name")
+    parser.add_argument(
+        "--live-queue", default=DEFAULT_LIVE_QUEUE_NAME, help="live lane queue name ('': none)"
+    )
+    parser.add_argument(
+        "--live-dlq", default=DEFAULT_LIVE_DLQ_NAME, help="live dead-letter queue name ('': none)"
+    )
     parser.add_argument("--service", default=m.SERVICE, help="the workers' Service dimension")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.logs if not p.is_file()]
@@ -397,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         period_seconds=args.period,
         queue=args.queue,
         dlq=args.dlq,
+        live_queue=args.live_queue or None,
+        live_dlq=(args.live_dlq or None) if args.live_queue else None,
         metrics_service=args.service,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

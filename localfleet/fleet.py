@@ -1,12 +1,14 @@
 """The local fleet: moto's server and N ``python -m worker`` processes on this machine.
 
-:class:`Fleet` starts moto's server on 127.0.0.1, creates the queues and buckets as infra/ would
-(:func:`posefleet.local.bootstrap`), puts back the buckets kept in its state folder
-(:mod:`localfleet.mirror`), uploads a folder of photos and publishes a checkpoint if given, and
-starts the workers once a model is published. :meth:`Fleet.serve` then samples the queues'
-depth into an EMF log (what CloudWatch records of SQS on AWS), keeps the buckets' copy up to
-date and refreshes the dashboard page, until told to stop; :meth:`Fleet.close` stops the
-workers (they drain), copies the buckets a last time and stops moto's server.
+:class:`Fleet` starts moto's server on 127.0.0.1, creates both lanes' queues, the buckets and
+the events topic as infra/ would (:func:`posefleet.local.bootstrap`), puts back the buckets kept
+in its state folder (:mod:`localfleet.mirror`), uploads a folder of photos and publishes a
+checkpoint if given, routes the input bucket's uploads from then on to the live lane
+(:meth:`Fleet.route_uploads`), and starts the workers once a model is published.
+:meth:`Fleet.serve` then samples the queues' depth into an EMF log (what CloudWatch records of
+SQS on AWS), keeps the buckets' copy up to date and refreshes the dashboard page, until told
+to stop; :meth:`Fleet.close` stops the workers (they drain), copies the buckets a last time and
+stops moto's server.
 
 Everything the fleet starts runs in its own session, so a Ctrl-C in the terminal reaches the
 fleet alone and the fleet stops them in order; on Linux each is also sent SIGTERM if the fleet
@@ -17,7 +19,7 @@ dies without stopping them. The state folder::
     <state>/s3/                   the buckets, kept between runs
     <state>/logs/worker-N.out     each worker's EMF lines (its stdout)
     <state>/logs/worker-N.log     each worker's JSON log (its stderr)
-    <state>/logs/queues.emf       the queues' depth, sampled
+    <state>/logs/queues.emf       both lanes' queues' depth, sampled
     <state>/logs/moto.log
     <state>/dashboard.html        the fleet's dashboard, refreshed
 """
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +45,26 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from posefleet.aws import client
-from posefleet.local import LocalAWS, LocalQueues, bootstrap, stop_with_parent
+from posefleet.local import (
+    LocalAWS,
+    LocalQueues,
+    bootstrap,
+    route_uploads,
+    stop_with_parent,
+    subscribe_queue,
+)
 from posefleet.resources import (
     DEFAULT_DLQ_NAME,
     DEFAULT_INPUT_BUCKET,
+    DEFAULT_LIVE_DLQ_NAME,
+    DEFAULT_LIVE_QUEUE_NAME,
     DEFAULT_MODELS_BUCKET,
     DEFAULT_QUEUE_NAME,
     DEFAULT_RESULTS_BUCKET,
 )
 from posefleet.settings import FleetSettings
 
-__all__ = ["MODEL_POINTER", "Fleet", "FleetEnv"]
+__all__ = ["MODEL_POINTER", "Fleet", "FleetEnv", "folder_files"]
 
 BUCKETS = (DEFAULT_INPUT_BUCKET, DEFAULT_RESULTS_BUCKET, DEFAULT_MODELS_BUCKET)
 RESULTS = f"s3://{DEFAULT_RESULTS_BUCKET}/results"
@@ -102,7 +114,10 @@ class Fleet:
         self.queues: LocalQueues | None = None
         self.s3: Any = None
         self.sqs: Any = None
+        self.sns: Any = None
         self.mirrors: dict[str, Any] = {}
+        # (key, file, etag) put from other threads (the watch), noted in the mirror by sync()
+        self._recorded: deque[tuple[str, Path, str]] = deque()
         self.workers: list[_Worker] = []
         self._dead_since: dict[int, float] = {}
         self._last_render = 0.0
@@ -131,11 +146,14 @@ class Fleet:
         saved = dict(os.environ)
         os.environ.update(self.aws.env())
         try:
-            self.s3, self.sqs = client("s3"), client("sqs")
+            self.s3, self.sqs, self.sns = client("s3"), client("sqs"), client("sns")
+            dynamodb = client("dynamodb")
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        self.queues = bootstrap(self.s3, self.sqs, buckets=BUCKETS)
+        # the job records' table too (not kept across restarts: a job submitted again after one
+        # gets a new record, and --skip-done counts what was done into it)
+        self.queues = bootstrap(self.s3, self.sqs, buckets=BUCKETS, sns=self.sns, dynamodb=dynamodb)
         if self.persist:
             from localfleet.mirror import BucketMirror
 
@@ -151,13 +169,37 @@ class Fleet:
 
     def env(self) -> FleetEnv:
         assert self.aws is not None and self.queues is not None, "open() the fleet first"
+        q = self.queues
+        assert q.live_queue_url and q.events_topic and q.events_queue_url
         return FleetEnv(
             {
                 **self.aws.env(),
-                "POSEFLEET_QUEUE_URL": self.queues.queue_url,
+                "POSEFLEET_QUEUE_URL": q.queue_url,
+                "POSEFLEET_LIVE_QUEUE_URL": q.live_queue_url,
+                "POSEFLEET_EVENTS_TOPIC": q.events_topic,
+                "POSEFLEET_EVENTS_QUEUE_URL": q.events_queue_url,
                 "POSEFLEET_RESULTS": RESULTS,
                 "POSEFLEET_MODEL": MODEL_POINTER,
             }
+        )
+
+    def route_uploads(self) -> None:
+        """From now on, every object created in the input bucket is a live task (an S3
+        ObjectCreated notification to the live queue, as infra/ sets with ``notify``). Call it
+        after the start's own uploads (restored buckets, ``--photos``): those are the back
+        catalogue, for a backfill job."""
+        assert self.queues is not None and self.queues.live_queue_url, "open() the fleet first"
+        route_uploads(
+            self.s3, self.sqs, bucket=DEFAULT_INPUT_BUCKET, queue_url=self.queues.live_queue_url
+        )
+
+    def subscribe(self, queue_name: str) -> str:
+        """A queue of the fleet's own subscribed to the events topic (every event reaches
+        every subscribed queue, so the fleet reading it takes nothing from
+        ``python -m producer events``); returns its URL."""
+        assert self.queues is not None and self.queues.events_topic, "open() the fleet first"
+        return subscribe_queue(
+            self.sqs, self.sns, topic_arn=self.queues.events_topic, queue_name=queue_name
         )
 
     def _write_record(self) -> None:
@@ -183,20 +225,35 @@ class Fleet:
             )
             for obj in page.get("Contents", [])
         }
-        mirror = self.mirrors.get(DEFAULT_INPUT_BUCKET)
         sent = 0
-        for path in _files(folder):
+        for path in folder_files(folder):
             key = prefix + path.relative_to(folder).as_posix()
             data = path.read_bytes()
             if existing.get(key) == hashlib.md5(data, usedforsecurity=False).hexdigest():
                 continue
-            etag = self.s3.put_object(Bucket=DEFAULT_INPUT_BUCKET, Key=key, Body=data)["ETag"]
-            if mirror is not None:
-                mirror.record(key, path, etag)
+            self.upload_file(path, key, data=data)
             sent += 1
-        if mirror is not None:
-            mirror.flush()
+        self._note_uploads()
         return sent
+
+    def upload_file(self, path: Path, key: str, *, data: bytes | None = None) -> str:
+        """Put one file into the input bucket at ``key``; returns its ETag. Safe from another
+        thread: the bucket's copy notes it at the next :meth:`sync`."""
+        body = path.read_bytes() if data is None else data
+        etag = self.s3.put_object(Bucket=DEFAULT_INPUT_BUCKET, Key=key, Body=body)["ETag"]
+        if DEFAULT_INPUT_BUCKET in self.mirrors:
+            self._recorded.append((key, path, etag))
+        return etag
+
+    def _note_uploads(self) -> None:
+        mirror = self.mirrors.get(DEFAULT_INPUT_BUCKET)
+        if mirror is None:
+            return
+        while self._recorded:
+            key, path, etag = self._recorded.popleft()
+            with contextlib.suppress(FileNotFoundError):  # gone since: the next sync fetches it
+                mirror.record(key, path, etag)
+        mirror.flush()
 
     def publish(self, checkpoint: Path) -> str:
         """Publish a posefleet checkpoint, or the seed's ``.pth`` with ``class_mapping.json``
@@ -277,15 +334,19 @@ class Fleet:
                 self._write_record()
 
     def sample_queues(self) -> None:
-        """Append each queue's depth now to ``logs/queues.emf``, as CloudWatch records SQS."""
+        """Append each lane's queue and dead-letter queue depth now to ``logs/queues.emf``, as
+        CloudWatch records SQS."""
         from localfleet.dashboard import queue_depth_lines
 
-        assert self.queues is not None
-        lines = queue_depth_lines(self.sqs, [self.queues.queue_url, self.queues.dlq_url])
+        q = self.queues
+        assert q is not None
+        urls = [q.queue_url, q.dlq_url, q.live_queue_url, q.live_dlq_url]
+        lines = queue_depth_lines(self.sqs, [url for url in urls if url])
         with (self.logs / "queues.emf").open("a") as out:
             out.write("".join(line + "\n" for line in lines))
 
     def sync(self) -> None:
+        self._note_uploads()
         for mirror in self.mirrors.values():
             mirror.sync()
 
@@ -298,6 +359,8 @@ class Fleet:
             title=title,
             queue=DEFAULT_QUEUE_NAME,
             dlq=DEFAULT_DLQ_NAME,
+            live_queue=DEFAULT_LIVE_QUEUE_NAME,
+            live_dlq=DEFAULT_LIVE_DLQ_NAME,
             refresh_seconds=max(1, round(self.settings.sync_seconds)),
         )
         tmp = self.dashboard_path.with_name(self.dashboard_path.name + ".tmp")
@@ -375,8 +438,10 @@ class Fleet:
                 record.write_text(json.dumps(data, indent=2))
 
 
-def _files(folder: Path) -> Iterator[Path]:
+def folder_files(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder`` whose path has no hidden part (``.DS_Store``, ``.git/``, an
+    editor's ``.photo.jpg.swp``), in sorted order: what the fleet uploads of a folder."""
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).parts
-        if path.is_file() and not any(part.startswith(".") for part in rel):
+        if not any(part.startswith(".") for part in rel) and path.is_file():
             yield path

@@ -16,6 +16,8 @@ mode rate-limits the client after throttling, which slows the recovery we want f
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import boto3
@@ -72,12 +74,31 @@ def client(
     ``botocore_session``: a botocore session of the caller's (e.g. with its own response
     parser, as the producer's listing client has); a fresh one by default."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first try; botocore's max_attempts counts retries only
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool,
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session(botocore_session=botocore_session).client(service, config=config)
+    return _boto3_session(botocore_session).client(service, config=config)
+
+
+_sessions: weakref.WeakKeyDictionary[Any, boto3.session.Session] = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _boto3_session(botocore_session: Any) -> boto3.session.Session:
+    """One boto3 session per botocore session: each boto3 session registers its S3 helpers
+    (upload_file, ...) on the botocore session, and a second one would register them twice."""
+    if botocore_session is None:
+        return boto3.session.Session()
+    with _sessions_lock:
+        found = _sessions.get(botocore_session)
+        if found is None:
+            found = _sessions[botocore_session] = boto3.session.Session(
+                botocore_session=botocore_session
+            )
+        return found
 
 
 def is_not_found(error: ClientError) -> bool:

@@ -21,6 +21,7 @@ from posefleet.resources import Lane
 __all__ = [
     "DIM_QUEUE_NAME",
     "PERIOD_SECONDS",
+    "QUEUE_DELETED",
     "QUEUE_IN_FLIGHT",
     "QUEUE_OLDEST_AGE",
     "QUEUE_VISIBLE",
@@ -35,6 +36,7 @@ DIM_QUEUE_NAME = "QueueName"
 QUEUE_VISIBLE = "ApproximateNumberOfMessagesVisible"
 QUEUE_IN_FLIGHT = "ApproximateNumberOfMessagesNotVisible"
 QUEUE_OLDEST_AGE = "ApproximateAgeOfOldestMessage"
+QUEUE_DELETED = "NumberOfMessagesDeleted"  # messages done with: infra's autoscaling
 
 PERIOD_SECONDS = 60  # the deployed dashboard's period
 GRID_COLUMNS = 24  # CloudWatch's dashboard grid
@@ -42,6 +44,10 @@ _STATS = frozenset({"Sum", "Average", "Maximum", "Minimum", "SampleCount"})
 _PERCENTILE = re.compile(r"p(\d{1,2}(\.\d+)?)")
 
 ECS_ONLY = "ECS reports this on AWS; the local fleet runs processes, not ECS tasks."
+OLDEST_AGE_NOTE = (
+    "SQS computes it for CloudWatch only; no SQS call returns it. Locally, see the time in "
+    "queue by lane."
+)
 
 
 def check_stat(stat: str) -> str:
@@ -112,23 +118,11 @@ def _queue(name: str, queue: str, stat: str, label: str) -> Metric:
     )
 
 
-def widgets(
-    *, queue: str, dlq: str, cluster: str, service: str, metrics_service: str, gpu: bool
-) -> tuple[Widget, ...]:
-    """The dashboard: ``queue``/``dlq`` are the SQS queue names, ``cluster``/``service`` the ECS
-    names, ``metrics_service`` the workers' Service dimension (POSEFLEET_SERVICE), ``gpu``
-    whether the fleet has GPU workers. Two widgets a row, in this order."""
-    svc = ((m.DIM_SERVICE, metrics_service),)
-
-    def worker(name: str, stat: str, label: str, *dims: tuple[str, str]) -> Metric:
-        return Metric(
-            namespace=m.NAMESPACE, name=name, dimensions=svc + dims, stat=stat, label=label
-        )
-
-    ecs = (("ClusterName", cluster), ("ServiceName", service))
-    rows: list[dict] = [
+def _depth_and_age(queue: str, *, depth: str, age: str) -> list[dict]:
+    """A lane's queue: its depth (visible, in flight) and the age of its oldest message."""
+    return [
         dict(
-            title="Queue: visible and in flight",
+            title=depth,
             unit="messages",
             metrics=(
                 _queue(QUEUE_VISIBLE, queue, "Maximum", "visible"),
@@ -136,16 +130,65 @@ def widgets(
             ),
         ),
         dict(
-            title="Age of oldest message (s)",
+            title=age,
             unit="seconds",
             metrics=(_queue(QUEUE_OLDEST_AGE, queue, "Maximum", "oldest"),),
-            local_note="SQS computes it for CloudWatch only; no SQS call returns it.",
+            local_note=OLDEST_AGE_NOTE,
         ),
-        dict(
-            title="Dead-letter queue depth",
-            unit="messages",
-            metrics=(_queue(QUEUE_VISIBLE, dlq, "Maximum", "dead letters"),),
-        ),
+    ]
+
+
+def widgets(
+    *,
+    queue: str,
+    dlq: str,
+    cluster: str,
+    service: str,
+    metrics_service: str,
+    gpu: bool,
+    live_queue: str | None = None,
+    live_dlq: str | None = None,
+) -> tuple[Widget, ...]:
+    """The dashboard: ``queue``/``dlq`` are the backfill lane's SQS queue names, ``cluster``/
+    ``service`` the ECS names, ``metrics_service`` the workers' Service dimension
+    (POSEFLEET_SERVICE), ``gpu`` whether the fleet has GPU workers. ``live_queue``/``live_dlq``:
+    the live lane's queue names; with ``live_queue``, two widgets of its own (depth, age of its
+    oldest message: what a waiting upload sees) follow the backfill queue's, and the
+    dead-letter widget draws ``live_dlq`` beside ``dlq``. Time in queue and latency are drawn
+    per lane either way (the workers' ``Lane`` dimension). Two widgets a row, in this order."""
+    if live_dlq is not None and live_queue is None:
+        raise ValueError("live_dlq needs live_queue: the live lane's widgets are drawn with both")
+    svc = ((m.DIM_SERVICE, metrics_service),)
+
+    def worker(name: str, stat: str, label: str, *dims: tuple[str, str]) -> Metric:
+        return Metric(
+            namespace=m.NAMESPACE, name=name, dimensions=svc + dims, stat=stat, label=label
+        )
+
+    def by_lane(title: str, name: str) -> dict:
+        """A time the workers measure per lane (milliseconds), p50 and p99 of each lane."""
+        metrics = tuple(
+            worker(name, p, f"{lane} {p}", (m.DIM_LANE, lane))
+            for lane in Lane
+            for p in ("p50", "p99")
+        )
+        return dict(title=title, unit="ms", metrics=metrics)
+
+    ecs = (("ClusterName", cluster), ("ServiceName", service))
+    rows = _depth_and_age(
+        queue, depth="Queue: visible and in flight", age="Age of oldest message (s)"
+    )
+    if live_queue:
+        rows += _depth_and_age(
+            live_queue,
+            depth="Live queue: visible and in flight",
+            age="Live queue: age of oldest message (s)",
+        )
+    dead_letters = [_queue(QUEUE_VISIBLE, dlq, "Maximum", "dead letters")]
+    if live_dlq:
+        dead_letters.append(_queue(QUEUE_VISIBLE, live_dlq, "Maximum", "live dead letters"))
+    rows += [
+        dict(title="Dead-letter queue depth", unit="messages", metrics=tuple(dead_letters)),
         dict(
             title="Images per second",
             unit="images/s",
@@ -158,15 +201,8 @@ def widgets(
             metrics=(worker(m.IMAGES_FAILED, "Sum", "failed"),),
             split_by=m.DIM_ERROR_KIND,
         ),
-        dict(
-            title="Latency, enqueue (live: upload) to result (ms)",
-            unit="ms",
-            metrics=tuple(
-                worker(m.END_TO_END_LATENCY, p, f"{lane} {p}", (m.DIM_LANE, lane))
-                for lane in Lane
-                for p in ("p50", "p99")
-            ),
-        ),
+        by_lane("Latency, enqueue (live: upload) to result (ms)", m.END_TO_END_LATENCY),
+        by_lane("Time in queue by lane (ms)", m.QUEUE_TIME),
         dict(
             title="Time per stage, p50 (ms)",
             unit="ms",

@@ -205,8 +205,9 @@ class PlanShard(BaseModel):
 class PartitionSummary(BaseModel):
     """``plan/<partition>/partition.json`` and one line of ``plan/partitions.jsonl.gz``.
 
-    Its task ids are ``f"{partition}-{i:09d}-<digest>"`` for ``i`` in ``range(tasks)``; each
-    task holds ``task_size`` images but the last, which holds the rest."""
+    Its task ids are ``f"{partition}-{i:09d}-<digest>"`` for ``i`` in ``range(tasks)``; task
+    ``i`` holds the manifest's ``task_size`` images while ``i < SHARD_TASKS`` (its first shard)
+    or without ``large_task_size``, else ``large_task_size``; the last holds the rest."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -214,6 +215,9 @@ class PartitionSummary(BaseModel):
     tasks: int = Field(ge=0)
     images: int = Field(ge=0)
     shards: int = Field(ge=0)
+    large_task_size: int | None = Field(
+        default=None, ge=1, description="Images of each task past the first shard, if larger."
+    )
     lo: str | None = None
     hi: str | None = None
     depth: int = 0
@@ -247,6 +251,9 @@ class Manifest(BaseModel):
     tasks: int
     images: int
     task_size: int
+    large_task_size: int | None = Field(
+        default=None, description="Tasks past each partition's first shard (PartitionSummary)."
+    )
     queue_url: str
     model: str
     created_at: str

@@ -1,10 +1,14 @@
-"""Local mode: moto's server on 127.0.0.1, speaking the real S3 and SQS protocols.
+"""Local mode: moto's server on 127.0.0.1, speaking the real S3, SQS, DynamoDB and SNS
+protocols.
 
-:class:`LocalAWS` starts the server on a free loopback port and stops it (by its process handle);
-:func:`bootstrap` creates both lanes' queues (backfill and live, each with its dead-letter
-queue), the buckets and the events topic with a queue subscribed to it, with the same settings
-infra/ provisions (:mod:`posefleet.resources`). Producer and worker then run unchanged with
-:meth:`LocalAWS.env` in their environment.
+:class:`LocalAWS` starts the server (:mod:`posefleet.moto_server`: moto's, with DynamoDB's
+atomicity) on a free loopback port and stops it (by its process handle); :func:`bootstrap`
+creates both lanes' queues (backfill and live, each with its dead-letter queue), the buckets,
+the events topic with a queue subscribed to it and the job records' table, with the same
+settings infra/ provisions (:mod:`posefleet.resources`, :mod:`posefleet.job_record`);
+:func:`route_uploads` sends an input bucket's uploads to the live lane, as infra/ does with
+``notify``. Producer and worker then run unchanged with :meth:`LocalAWS.env` in their
+environment.
 """
 
 from __future__ import annotations
@@ -22,17 +26,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from posefleet.job_record import TTL_ATTRIBUTE, table_definition
 from posefleet.resources import (
     DEFAULT_DLQ_NAME,
     DEFAULT_EVENTS_QUEUE_NAME,
     DEFAULT_EVENTS_TOPIC_NAME,
+    DEFAULT_JOBS_TABLE,
     DEFAULT_LIVE_DLQ_NAME,
     DEFAULT_LIVE_QUEUE_NAME,
     DEFAULT_QUEUE_NAME,
     QueueSpec,
 )
 
-__all__ = ["LocalAWS", "LocalQueues", "bootstrap", "free_port", "stop_with_parent"]
+__all__ = [
+    "LocalAWS",
+    "LocalQueues",
+    "bootstrap",
+    "free_port",
+    "route_uploads",
+    "stop_with_parent",
+    "subscribe_queue",
+]
 
 REGION = "us-east-1"
 _PR_SET_PDEATHSIG = 1
@@ -83,8 +97,9 @@ class LocalAWS:
 
     def start(self, timeout: float = 30.0) -> LocalAWS:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        server = ["-m", "posefleet.moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, *server],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=self.own_session,
@@ -136,6 +151,7 @@ class LocalQueues:
     live_dlq_url: str | None = None
     events_topic: str | None = None  # the SNS topic's ARN
     events_queue_url: str | None = None  # a queue subscribed to it (raw delivery)
+    jobs_table: str | None = None  # created when bootstrap was given a DynamoDB client
 
 
 def _queue_arn(sqs: Any, url: str) -> str:
@@ -148,6 +164,37 @@ def _lane(sqs: Any, spec: QueueSpec, name: str, dlq_name: str) -> tuple[str, str
     dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=spec.dlq_attributes())["QueueUrl"]
     attributes = spec.queue_attributes(_queue_arn(sqs, dlq_url))
     return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"], dlq_url
+
+
+def subscribe_queue(sqs: Any, sns: Any, *, topic_arn: str, queue_name: str) -> str:
+    """Create (or reuse) a queue and subscribe it to the topic with raw delivery, so each
+    message's body is the event's JSON as published; returns the queue's URL. Every subscribed
+    queue gets every event: one per reader that must see them all."""
+    url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=_queue_arn(sqs, url),
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return url
+
+
+def route_uploads(s3: Any, sqs: Any, *, bucket: str, queue_url: str, prefix: str = "") -> None:
+    """Send ``bucket``'s ObjectCreated notifications (under ``prefix``) to the queue, as infra/
+    does for an input bucket with ``notify``: the live lane. S3 keeps one notification
+    configuration per bucket; this replaces it. S3 (moto's server too) first sends an
+    ``s3:TestEvent``, which the worker acknowledges and ignores. Only objects created from now
+    on are announced: what the bucket holds already is backfill work."""
+    rule: dict[str, Any] = {
+        "QueueArn": _queue_arn(sqs, queue_url),
+        "Events": ["s3:ObjectCreated:*"],
+    }
+    if prefix:
+        rule["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [rule]}
+    )
 
 
 def bootstrap(
@@ -163,9 +210,12 @@ def bootstrap(
     sns: Any = None,
     events_topic_name: str = DEFAULT_EVENTS_TOPIC_NAME,
     events_queue_name: str = DEFAULT_EVENTS_QUEUE_NAME,
+    dynamodb: Any = None,
+    jobs_table: str = DEFAULT_JOBS_TABLE,
 ) -> LocalQueues:
-    """Create (or reuse) the queues, buckets and events topic, as infra/ would.
-    ``live_queue_name`` None: no live lane; ``sns`` None: no events topic."""
+    """Create (or reuse) the queues, buckets, events topic and job records' table, as infra/
+    would. ``live_queue_name`` None: no live lane; ``sns`` None: no events topic;
+    ``dynamodb`` None: no table."""
     spec = spec or QueueSpec()
     for bucket in buckets:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -177,13 +227,16 @@ def bootstrap(
     topic = events_url = None
     if sns is not None:
         topic = sns.create_topic(Name=events_topic_name)["TopicArn"]
-        events_url = sqs.create_queue(QueueName=events_queue_name)["QueueUrl"]
-        sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=_queue_arn(sqs, events_url),
-            Attributes={"RawMessageDelivery": "true"},
-        )
+        events_url = subscribe_queue(sqs, sns, topic_arn=topic, queue_name=events_queue_name)
+    table = None
+    if dynamodb is not None:
+        with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.create_table(**table_definition(jobs_table))
+            dynamodb.update_time_to_live(
+                TableName=jobs_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+        table = jobs_table
     return LocalQueues(
         queue_url=queue_url,
         dlq_url=dlq_url,
@@ -191,4 +244,5 @@ def bootstrap(
         live_dlq_url=live_dlq_url,
         events_topic=topic,
         events_queue_url=events_url,
+        jobs_table=table,
     )

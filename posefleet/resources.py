@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_EVENTS_QUEUE_NAME",
     "DEFAULT_EVENTS_TOPIC_NAME",
     "DEFAULT_INPUT_BUCKET",
+    "DEFAULT_JOBS_TABLE",
     "DEFAULT_LIVE_DLQ_NAME",
     "DEFAULT_LIVE_QUEUE_NAME",
     "DEFAULT_MODELS_BUCKET",
@@ -35,7 +36,10 @@ DEFAULT_EVENTS_QUEUE_NAME = "posefleet-events"
 DEFAULT_RESULTS_BUCKET = "posefleet-results"
 DEFAULT_MODELS_BUCKET = "posefleet-models"
 DEFAULT_INPUT_BUCKET = "posefleet-input"
-# SSM parameter where a deployed stack publishes {"queue_url", "results", "model"}.
+DEFAULT_JOBS_TABLE = "posefleet-jobs"  # the job records (posefleet/job_record.py)
+# SSM parameter where a deployed stack publishes {"queue_url", "live_queue_url", "events_topic",
+# "events_queue_url", "jobs_table", "results", "model"} (infra/program.py;
+# producer/discovery.py reads it).
 DISCOVERY_PARAMETER = "/posefleet/config"
 
 

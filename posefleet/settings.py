@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from posefleet.metric_names import SERVICE
 from posefleet.resources import (
     DEFAULT_EVENTS_QUEUE_NAME,
+    DEFAULT_JOBS_TABLE,
     DEFAULT_LIVE_QUEUE_NAME,
     DEFAULT_QUEUE_NAME,
     DEFAULT_RESULTS_BUCKET,
@@ -77,6 +78,11 @@ class CommonSettings(BaseSettings):
         "of a pointer JSON naming the current checkpoint. S3 files are cached on local disk.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    jobs_table: str = Field(
+        default=DEFAULT_JOBS_TABLE,
+        min_length=3,
+        description="DynamoDB table of the job records (posefleet/job_record.py).",
+    )
 
     @field_validator("results")
     @classmethod
@@ -98,7 +104,21 @@ class ProducerSettings(CommonSettings):
         description="SSM parameter a deployed stack publishes its queue and results location in; "
         "read when neither queue_url nor results is set.",
     )
-    task_size: int = Field(default=20, ge=1, le=1000, description="Keys per task message.")
+    task_size: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Keys per task message; with large_task_size, of each partition's first "
+        "shard only (producer/job/plan.py).",
+    )
+    large_task_size: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Keys per task past each partition's first shard of small tasks, so a "
+        "large job sends fewer, larger tasks; 0 keeps every task at task_size. An explicit "
+        "--task-size sets both.",
+    )
     extensions: tuple[str, ...] = Field(
         default=IMAGE_EXTENSIONS, description="File extensions (case-insensitive) listed as images."
     )
@@ -172,8 +192,18 @@ class WorkerSettings(CommonSettings):
     visibility_timeout: int = Field(
         default=300, ge=10, description="Seconds a received task stays hidden between heartbeats."
     )
+    receive_visibility_seconds: int = Field(
+        default=60,
+        ge=10,
+        description="Visibility a message is received with; the heartbeat then extends it to "
+        "visibility_timeout. Short, so that messages whose receive answer was lost on the way "
+        "(a dropped connection) come back within a minute, not after the whole timeout.",
+    )
     heartbeat_seconds: float = Field(
-        default=0.0, ge=0, description="Heartbeat period; 0 means a third of the visibility."
+        default=0.0,
+        ge=0,
+        description="Heartbeat period; 0 means a third of the shorter of visibility_timeout and "
+        "receive_visibility_seconds.",
     )
     drain_seconds: float = Field(
         default=90.0, ge=0, description="Grace after SIGTERM before unfinished tasks are released."

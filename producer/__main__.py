@@ -1,10 +1,10 @@
 """``python -m producer``: enqueue every image under an S3 prefix as tasks; follow and export jobs.
 
-Exit codes: 0 done; 1 the job failed (tasks in the dead-letter queue, or --wait timed out);
-2 bad usage or settings; 3 nothing to do (no images under the prefix), or no label yet
-(``label``); 4 AWS said no
-(missing bucket or queue, no credentials, access denied); 130 submit interrupted (Ctrl-C):
-run it again with the same --job-id to resume.
+Exit codes: 0 done; 1 the job failed or was cancelled (tasks in the dead-letter queue, --wait
+timed out, or the job's record says cancelled or failed); 2 bad usage or settings; 3 nothing to
+do (no images under the prefix), or no label yet (``label``); 4 AWS said no (missing bucket,
+queue or job, no credentials, access denied); 130 submit interrupted (Ctrl-C): run it again
+with the same --job-id to resume.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from posefleet.aws import client
+from posefleet.events import EventChannel
+from posefleet.job_record import STATES, JobRecord, JobRecordCorrupt
+from posefleet.job_table import JobTable, table_missing
 from posefleet.layout import ResultsLocation
 from posefleet.logs import configure_logging
 from posefleet.resources import Lane
@@ -34,6 +39,8 @@ EXAMPLES = """examples:
   python -m producer --keys retry.csv --job-id retry      # bucket,key lines (S3 Batch CSV)
   python -m producer --bucket checkins --prefix 2026/11/ --job-id nov --skip-done --wait
   python -m producer status nov
+  python -m producer jobs --state running          # every job, newest first
+  python -m producer cancel nov                    # its tasks get no more work
   python -m producer export nov --out nov.csv
   python -m producer report nov --out nov.html    # charts and galleries, opens offline
   python -m producer redrive --peek              # what is in the dead-letter queue, and why
@@ -125,6 +132,14 @@ def parser() -> argparse.ArgumentParser:
         help="count every result (a parallel listing) instead of sampling a large job",
     )
     _common(status)
+    jobs = sub.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--state", choices=STATES, help="only jobs in this state")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object a job")
+    _common(jobs)
+    cancel = sub.add_parser("cancel", help="stop a job: its tasks get no more work")
+    cancel.add_argument("job_id")
+    _common(cancel)
     report = sub.add_parser("report", help="write a self-contained HTML report of a job")
     report.add_argument("job_id")
     report.add_argument("--out", required=True, type=Path, help="output .html file")
@@ -185,24 +200,41 @@ def parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> ProducerSettings:
     overrides = {"queue_url": args.queue_url, "results": args.results}
-    if getattr(args, "task_size", None) is not None:
-        overrides["task_size"] = args.task_size
+    if getattr(args, "task_size", None) is not None:  # an explicit size: every task
+        overrides |= {"task_size": args.task_size, "large_task_size": 0}
     return ProducerSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+_session: Any = None  # this command's botocore session (main() makes one): models load once
+
+
+def _client(service: str, **kw: Any) -> Any:
+    """A client of this command's botocore session: endpoints and service models are read once
+    for all its clients (each client a session of its own took 0.3 s of start-up)."""
+    return client(service, botocore_session=_session, **kw)
+
+
 def _endpoints(settings: ProducerSettings, sqs: object) -> Endpoints:
-    return Endpoints(settings, sqs=sqs, ssm=client("ssm"))
+    return Endpoints(settings, sqs=sqs, ssm=_client("ssm"))
+
+
+def _records(endpoints: Endpoints) -> tuple[JobTable, EventChannel | None]:
+    """The job records' table and the events channel (None without a topic)."""
+    table = JobTable(dynamodb=_client("dynamodb"), table=endpoints.jobs_table)
+    topic = endpoints.events_topic
+    return table, EventChannel(sns=_client("sns"), topic_arn=topic) if topic else None
 
 
 def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
     """Stream the source through planning to SQS (producer/job/submit.py); resumable by job id."""
-    from producer.job.submit import JobConflict, Submission, SubmitOptions, default_job_id
+    from producer.job.record import JobConflict
+    from producer.job.submit import Submission, SubmitOptions, default_job_id
     from producer.listing import list_client
     from producer.send import SendError
     from producer.sources import SourceError, make_source
 
     pool = settings.list_concurrency + settings.send_concurrency + 4
-    s3, sqs = list_client(max_pool=pool), client("sqs", max_pool=pool)
+    s3, sqs = list_client(max_pool=pool), _client("sqs", max_pool=pool)
     endpoints = _endpoints(settings, sqs)
     location = ResultsLocation.parse(endpoints.results)
     live = args.lane == Lane.LIVE
@@ -230,6 +262,7 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
     options = SubmitOptions(
         job_id=job_id,
         task_size=settings.task_size,
+        large_task_size=settings.large_task_size or None,
         location=location,
         queue_url=queue_url,
         model=settings.model,
@@ -249,8 +282,15 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
             bar.update(sent - bar.n)
             bar.set_postfix(planned_images=images, planned_tasks=tasks, refresh=False)
 
+        records, events = _records(endpoints)
         submission = Submission(
-            s3=s3, sqs=sqs, source=source, options=options, on_progress=progress
+            s3=s3,
+            sqs=sqs,
+            source=source,
+            options=options,
+            on_progress=progress,
+            records=records,
+            events=events,
         )
         try:
             result = submission.run()
@@ -298,6 +338,21 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
         summary["first_task"] = first.model_dump(mode="json") if first else None
         print(json.dumps(summary, indent=2))
         return EXIT_OK
+    if result.ended is not None:
+        summary["state"] = result.ended.state  # an already finished job ended by this submit
+    if result.cancelled:
+        summary |= {
+            "cancelled": True,
+            "state": result.ended.state if result.ended else "cancelling",
+        }
+        print(json.dumps(summary, indent=2))
+        print(
+            f"producer: job {job_id} was cancelled while it was being sent; "
+            f"{result.sent + result.already_sent + result.skipped_done} of {result.tasks} "
+            f"tasks planned so far were sent; submit it again with --job-id {job_id} to resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if result.interrupted:
         summary["interrupted"] = True
         print(json.dumps(summary, indent=2))
@@ -308,32 +363,57 @@ def cmd_submit(args: argparse.Namespace, settings: ProducerSettings) -> int:
         return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     if args.wait:
-        return _wait(submission.job, sqs, args.timeout)
+        return _wait(submission.job, sqs, args.timeout, records)
     return EXIT_OK
 
 
-def _wait(job: Job, sqs: object, timeout: float | None) -> int:
-    from producer.job.follow import JobStalled, follow
+def _wait(job: Job, sqs: object, timeout: float | None, records: JobTable | None) -> int:
+    from producer.job.follow import JobEnded, JobStalled, follow
 
     try:
-        progress = follow(job, sqs, timeout=timeout)
-    except (JobStalled, TimeoutError) as e:
+        progress = follow(job, sqs, timeout=timeout, records=records)
+    except (JobStalled, JobEnded, TimeoutError) as e:
         print(f"producer: {e}", file=sys.stderr)
         return EXIT_FAILED
     print(f"job {progress.job_id}: complete, {progress.images_done} images", file=sys.stderr)
     return EXIT_OK
 
 
+def _read_record(records: JobTable, job_id: str) -> JobRecord | None:
+    """The job's record, or None (no record, no table, or one that cannot be read: said on
+    stderr, and the caller falls back to the results listing)."""
+    try:
+        return records.read(job_id)
+    except JobRecordCorrupt as e:
+        print(f"producer: {e}; progress is read from the results instead", file=sys.stderr)
+    except ClientError as e:
+        if not table_missing(e):
+            raise
+    return None
+
+
 def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
-    from producer.job.follow import Follower
+    """The job's record and queues (at most 5 calls), or, without a record or with --exact,
+    its progress from the results listing."""
+    from producer.job.follow import Follower, queue_depths
+    from producer.job.view import record_view
     from producer.listing import list_client
 
-    s3, sqs = list_client(), client("sqs")
-    location = ResultsLocation.parse(_endpoints(settings, sqs).results)
-    job = Job.open(s3, location, args.job_id)
-    manifest = job.manifest
+    sqs = _client("sqs")
+    endpoints = _endpoints(settings, sqs)
+    location = ResultsLocation.parse(endpoints.results)
+    records, events = _records(endpoints)
+    record = _read_record(records, args.job_id)
+    if record is not None and not args.wait and (not args.exact or record.tasks_total == 0):
+        if record.final and record.event_pending and events is not None:
+            records.publish(args.job_id, events, record=record)  # its first try failed
+        print(json.dumps(record_view(record, queue_depths(sqs, record.queue_url)), indent=2))
+        return EXIT_OK
+    job = Job(s3=list_client(), location=location, job_id=args.job_id)
     if args.wait:
-        return _wait(job, sqs, args.timeout)
+        job.reload()  # a clear error for an unknown job
+        return _wait(job, sqs, args.timeout, records if record is not None else None)
+    manifest = job.reload()  # a clear error for an unknown job
     if not manifest.complete:
         print(
             json.dumps(
@@ -357,6 +437,8 @@ def cmd_status(args: argparse.Namespace, settings: ProducerSettings) -> int:
         remaining = view.progress.images_total - view.progress.images_done
         shown["images_per_s"] = round(rate, 1)
         shown["eta_s"] = round(remaining / rate) if rate > 0 else None
+    if record is not None:
+        shown["state"] = record.state
     print(json.dumps(shown, indent=2))
     return EXIT_OK
 
@@ -371,6 +453,43 @@ def _seconds_since(iso: str) -> float | None:
     return max(0.0, (datetime.now(UTC) - then).total_seconds()) or None
 
 
+def cmd_jobs(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    """Every job with a record, newest first."""
+    from producer.job.view import jobs_table, record_view
+
+    records, _ = _records(_endpoints(settings, _client("sqs")))
+    found = list(records.jobs(state=args.state, limit=args.limit))
+    if args.json:
+        for record in found:
+            print(json.dumps(record_view(record)))
+    else:
+        print("\n".join(jobs_table(found)))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    """The job reads cancelling at once; it reads cancelled once every task is counted."""
+    from posefleet.job_table import JobMoved
+
+    records, events = _records(_endpoints(settings, _client("sqs")))
+    try:
+        was = records.cancel(args.job_id)
+    except JobMoved as e:
+        print(f"producer: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if was is None:
+        raise LookupError(f"no job {args.job_id!r} (no record in {records.table})")
+    if was in ("complete", "failed"):
+        print(f"producer: job {args.job_id} is {was}; there is nothing to cancel", file=sys.stderr)
+        return EXIT_USAGE
+    ended = records.settle(args.job_id, events=events)  # every task may be counted already
+    state = ended.state if ended is not None else "cancelling"
+    if was == "cancelled":
+        state = was
+    print(json.dumps({"job_id": args.job_id, "state": state, "was": was}))
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     import tempfile
 
@@ -378,8 +497,10 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.listing import list_client
 
     s3 = list_client(max_pool=max(32, args.threads))
-    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
+    endpoints = _endpoints(settings, _client("sqs"))
+    location = ResultsLocation.parse(endpoints.results)
     job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
+    record = _read_record(_records(endpoints)[0], args.job_id)
     if args.part_rows < 1:
         raise ValueError("--part-rows must be at least 1")
     to_s3 = args.out.startswith("s3://")
@@ -406,18 +527,36 @@ def cmd_export(args: argparse.Namespace, settings: ProducerSettings) -> int:
             s3.upload_file(str(local), bucket, key)
         else:
             n = export(lines, Path(args.out), fmt)
-    print(json.dumps({"written": n, "out": args.out, **summary.as_dict()}, indent=2))
+    shown = {"written": n, "out": args.out, **summary.as_dict()}
+    if record is not None:
+        shown["state"] = record.state
+        if record.state != "complete":
+            print(f"producer: {_partial(record)}", file=sys.stderr)
+    print(json.dumps(shown, indent=2))
     return EXIT_OK
+
+
+def _partial(record: JobRecord) -> str:
+    """What a not-complete job's export or report holds, said once."""
+    total = "?" if record.tasks_total is None else record.tasks_total
+    why = f" ({record.reason})" if record.reason else ""
+    return (
+        f"job {record.job_id} is {record.state}{why}: these are the results of "
+        f"{record.counts.tasks_done} of its {total} tasks"
+    )
 
 
 def cmd_report(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.report import render_report
 
-    s3 = client("s3")
-    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
+    s3 = _client("s3")
+    endpoints = _endpoints(settings, _client("sqs"))
+    location = ResultsLocation.parse(endpoints.results)
     job = Job.open(s3, location, args.job_id)  # a clear error for an unknown job
+    record = _read_record(_records(endpoints)[0], args.job_id)
     lines = list(job.results())
-    page = render_report(job, lines, per_pose=args.per_pose)
+    note = _partial(record) if record is not None and record.state != "complete" else None
+    page = render_report(job, lines, per_pose=args.per_pose, note=note)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
     print(json.dumps({"out": str(args.out), "images": len(lines), "bytes": len(page)}))
@@ -428,7 +567,7 @@ def cmd_redrive(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from posefleet.deadletter import dead_letter_url
     from producer.redrive import peek, redrive
 
-    sqs = client("sqs")
+    sqs = _client("sqs")
     queue_url = _endpoints(settings, sqs).queue_url
     dlq_url = dead_letter_url(sqs, queue_url)
     if dlq_url is None:
@@ -464,8 +603,8 @@ def cmd_label(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.sources import parse_s3_uri
 
     bucket, key = parse_s3_uri(args.photo)
-    location = ResultsLocation.parse(_endpoints(settings, client("sqs")).results)
-    line = wait_for_label(client("s3"), location, bucket, key, timeout=max(0.0, args.wait))
+    location = ResultsLocation.parse(_endpoints(settings, _client("sqs")).results)
+    line = wait_for_label(_client("s3"), location, bucket, key, timeout=max(0.0, args.wait))
     if line is None:
         print(
             f"producer: no label yet for {args.photo} "
@@ -480,7 +619,7 @@ def cmd_label(args: argparse.Namespace, settings: ProducerSettings) -> int:
 def cmd_events(args: argparse.Namespace, settings: ProducerSettings) -> int:
     from producer.live import UnreadableEvent, follow_events
 
-    sqs = client("sqs")
+    sqs = _client("sqs")
     url = args.events_queue_url or _endpoints(settings, sqs).events_queue_url
     try:
         for event in follow_events(sqs, url, follow=args.follow, keep=args.keep):
@@ -496,6 +635,8 @@ def cmd_events(args: argparse.Namespace, settings: ProducerSettings) -> int:
 COMMANDS = {
     "submit": cmd_submit,
     "status": cmd_status,
+    "jobs": cmd_jobs,
+    "cancel": cmd_cancel,
     "export": cmd_export,
     "redrive": cmd_redrive,
     "report": cmd_report,
@@ -512,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser().print_help()
         return EXIT_USAGE
+    global _session
+    _session = botocore.session.Session()
     try:
         settings = _settings(args)
     except ValidationError as e:

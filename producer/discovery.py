@@ -1,6 +1,6 @@
 """Finding a deployed stack: ``pulumi up`` publishes the queues' URLs (both lanes, the events
-queue) and the results location in an SSM parameter, so ``python -m producer --bucket X
---prefix Y`` needs no other flags.
+queue), the results location, the job records' table and the events topic in an SSM parameter,
+so ``python -m producer --bucket X --prefix Y`` needs no other flags.
 
 Order: explicit settings (flags or ``POSEFLEET_*``), then the stack's parameter, then defaults.
 IAM: ``ssm:GetParameter`` on the parameter.
@@ -45,6 +45,18 @@ class Endpoints:
         if "results" in self.settings.model_fields_set:
             return self.settings.results
         return self.discovered.get("results", self.settings.results)
+
+    @property
+    def jobs_table(self) -> str:
+        if "jobs_table" in self.settings.model_fields_set:
+            return self.settings.jobs_table
+        return self.discovered.get("jobs_table", self.settings.jobs_table)
+
+    @property
+    def events_topic(self) -> str | None:
+        if self.settings.events_topic:
+            return self.settings.events_topic
+        return self.discovered.get("events_topic")
 
     @property
     def queue_url(self) -> str:

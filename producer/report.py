@@ -69,9 +69,10 @@ def render_report(
     per_pose: int = 24,
     low_confidence: float = 0.6,
     thumbnails: bool = True,
+    note: str | None = None,
 ) -> str:
     """The page for ``lines``, the job's results (``job.results()``); thumbnails are read from
-    the source with the job's S3 client."""
+    the source with the job's S3 client. ``note``: shown first (a cancelled job says so)."""
     job_id = job.job_id
     fetch = _fetcher(job) if thumbnails else None
     summary = summarize(lines)
@@ -111,7 +112,9 @@ def render_report(
         f".low{{border-color:{LOW};border-width:2px}}.probs{{color:#555}}table{{border-collapse:collapse}}"
         "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:left}",
         "</style></head><body>",
-        f"<h1>Job {e(job_id)}</h1><p class='stats'><span><b>{summary.images}</b> images</span>"
+        f"<h1>Job {e(job_id)}</h1>",
+        f"<p class='note' role='status'><b>{e(note)}</b></p>" if note else "",
+        f"<p class='stats'><span><b>{summary.images}</b> images</span>"
         f"<span><b>{summary.ok}</b> classified</span>"
         f"<span><b>{summary.images - summary.ok}</b> errors</span></p>",
         "<h2>Images per pose</h2>",

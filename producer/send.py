@@ -1,6 +1,14 @@
 """Sending task messages: SendMessageBatch, ten entries and at most 1 MiB a call,
 retrying the entries SQS reports in ``Failed``. Each body is built once. Several senders run
-these at once on one client (producer/job/submit.py); boto3 clients are safe to share across threads.
+these at once on one client (producer/job/submit.py); boto3 clients are safe to share across
+threads.
+
+**Jobs share the fleet.** Every task is sent with ``MessageGroupId`` = its job id. On a standard
+queue that makes SQS a *fair queue*: when one job (a 100M-image backfill) holds most of the
+backlog, SQS delivers the other jobs' messages first to the consumers, so a small job submitted
+after a large one does not wait for it, and no worker code changes. moto accepts the parameter
+and keeps it on the message but delivers in arrival order: locally, a job waits behind the
+tasks queued before it (docs/operations.md, "Jobs share the fleet").
 
 IAM: ``sqs:SendMessage`` on the tasks queue.
 """
@@ -24,6 +32,7 @@ class SendError(RuntimeError):
 
 
 def _batches(tasks: Iterable[TaskMessage]) -> Iterator[list[tuple[str, str]]]:
+    """``(job_id, body)`` batches within SendMessageBatch's limits."""
     batch: list[tuple[str, str]] = []
     size = 0
     for task in tasks:
@@ -36,7 +45,7 @@ def _batches(tasks: Iterable[TaskMessage]) -> Iterator[list[tuple[str, str]]]:
         if batch and (len(batch) == MAX_ENTRIES or size + n > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0
-        batch.append((task.task_id, body))
+        batch.append((task.job_id, body))
         size += n
     if batch:
         yield batch
@@ -57,11 +66,14 @@ def send_tasks(
     for batch in _batches(tasks):
         if should_stop is not None and should_stop():
             break
-        pending = {str(i): body for i, (_, body) in enumerate(batch)}
+        pending = {str(i): entry for i, entry in enumerate(batch)}
         for attempt in range(max_attempts):
             response = sqs.send_message_batch(
                 QueueUrl=queue_url,
-                Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+                Entries=[
+                    {"Id": i, "MessageBody": body, "MessageGroupId": job}
+                    for i, (job, body) in pending.items()
+                ],
             )
             ok = len(response.get("Successful", []))
             sent += ok

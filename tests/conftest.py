@@ -51,13 +51,20 @@ def sqs(aws: None):
 
 
 @pytest.fixture
-def queues(s3, sqs) -> LocalQueues:
+def dynamodb(aws: None):
+    return client("dynamodb")
+
+
+@pytest.fixture
+def queues(s3, sqs, dynamodb) -> LocalQueues:
+    """The queues, buckets and the job records' table (its default name), in-process."""
     return bootstrap(
         s3,
         sqs,
         buckets=(INPUT, RESULTS, MODELS),
         spec=QueueSpec(visibility_timeout=30, max_receive_count=2),
         sns=client("sns"),
+        dynamodb=dynamodb,
     )
 
 
@@ -89,7 +96,8 @@ class Stack:
         saved = dict(os.environ)
         os.environ.update(server.env())
         try:
-            self.s3, self.sqs, self.sns = client("s3"), client("sqs"), client("sns")
+            self.s3, self.sqs = client("s3"), client("sqs")
+            self.sns, self.dynamodb = client("sns"), client("dynamodb")
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -105,6 +113,8 @@ class Stack:
             sns=self.sns,
             events_topic_name=f"events-{self.suffix}",
             events_queue_name=f"events-{self.suffix}",
+            dynamodb=self.dynamodb,
+            jobs_table=f"jobs-{self.suffix}",
         )
 
     @property
@@ -120,6 +130,7 @@ class Stack:
             "POSEFLEET_LIVE_QUEUE_URL": self.queues.live_queue_url or "",
             "POSEFLEET_EVENTS_TOPIC": self.queues.events_topic or "",
             "POSEFLEET_RESULTS": self.results_uri,
+            "POSEFLEET_JOBS_TABLE": f"jobs-{self.suffix}",
             "POSEFLEET_WAIT_TIME_SECONDS": "1",
             "POSEFLEET_TORCH_THREADS": "1",
             "POSEFLEET_DECODE_THREADS": "1",

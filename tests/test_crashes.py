@@ -26,9 +26,9 @@ from posefleet.resources import QueueSpec
 from posefleet.settings import WorkerSettings
 from posefleet.task import TaskMessage
 from tests.conftest import Stack
+from tests.helpers import all_lines, produce, upload, wait_until
 from tests.images import jpeg
 from tests.poison_worker import EXIT_CODE, MARK
-from tests.test_e2e import all_lines, produce, upload, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,11 @@ def test_twenty_rounds_of_sigkill_dead_letter_nothing_and_lose_nothing(
     spec = deployed_spec()
     stack = Stack(moto_server, spec)
     rng = random.Random(12)
-    keys = upload(stack, {f"crash/{i:04d}.jpg": jpeg((256, 192), seed=i) for i in range(300)})
+    keys = upload(
+        stack.s3,
+        bucket=stack.input,
+        files={f"crash/{i:04d}.jpg": jpeg((256, 192), seed=i) for i in range(300)},
+    )
     tasks = len(keys) // 5
     env = stack.env(
         POSEFLEET_MODEL=str(checkpoint_path),
@@ -115,6 +119,40 @@ def test_twenty_rounds_of_sigkill_dead_letter_nothing_and_lose_nothing(
     assert kills == 20
 
 
+def serve_with_replacements(
+    stack: Stack,
+    processes,
+    env: dict[str, str],
+    *,
+    prefix: str,
+    job: str,
+    task_size: int,
+    objects: int,
+) -> int:
+    """Submit ``prefix`` as ``job`` to two tests.poison_worker processes, each replaced when it
+    dies (as ECS would), until the job's ``objects`` result objects are written and the queue is
+    empty; returns how many times a worker died."""
+    start = [0]
+
+    def worker():
+        start[0] += 1
+        return processes.start(f"p{start[0]:02d}", ["-m", "tests.poison_worker"], env)
+
+    live = [worker(), worker()]
+    produce(stack, prefix, job, task_size=task_size)
+    crashes = 0
+    deadline = time.monotonic() + 300
+    while result_objects(stack, job) < objects or stack.count(stack.queues.queue_url):
+        assert time.monotonic() < deadline, "the job did not finish within 300 s"
+        for i, p in enumerate(live):
+            if p.popen.poll() is not None:
+                assert p.popen.returncode == EXIT_CODE, p.stderr.read_text()[-3000:]
+                crashes += 1
+                live[i] = worker()
+        time.sleep(0.2)
+    return crashes
+
+
 def test_an_image_that_kills_the_worker_ends_as_an_error_line_and_its_mates_get_results(
     moto_server, processes, checkpoint_path
 ):
@@ -124,32 +162,17 @@ def test_an_image_that_kills_the_worker_ends_as_an_error_line_and_its_mates_get_
     files = {f"poison/{i:03d}.jpg": jpeg((256, 192), seed=i) for i in range(21)}
     poison = "poison/007.jpg"
     files[poison] = jpeg((256, 192), seed=7, comment=MARK)
-    keys = upload(stack, files)
+    keys = upload(stack.s3, bucket=stack.input, files=files)
     env = stack.env(
         POSEFLEET_MODEL=str(checkpoint_path),
         POSEFLEET_VISIBILITY_TIMEOUT=str(spec.visibility_timeout),
         POSEFLEET_HEARTBEAT_SECONDS="2",
         POSEFLEET_BATCH_SIZE="4",
     )
-    start = [0]
-
-    def worker():
-        start[0] += 1
-        return processes.start(f"p{start[0]:02d}", ["-m", "tests.poison_worker"], env)
-
-    # When two workers serve it, each replaced when it dies (as ECS would)
-    live = [worker(), worker()]
-    produce(stack, "poison/", "poison", task_size=5)
-    crashes = 0
-    deadline = time.monotonic() + 300
-    while result_objects(stack, "poison") < 5 or stack.count(stack.queues.queue_url):
-        assert time.monotonic() < deadline, "the job did not finish within 300 s"
-        for i, p in enumerate(live):
-            if p.popen.poll() is not None:
-                assert p.popen.returncode == EXIT_CODE, p.stderr.read_text()[-3000:]
-                crashes += 1
-                live[i] = worker()
-        time.sleep(0.2)
+    # When two poison-dying workers serve it, each replaced when it dies (as ECS would)
+    crashes = serve_with_replacements(
+        stack, processes, env, prefix="poison/", job="poison", task_size=5, objects=5
+    )
 
     # Then the poison image has a crashed_worker line after a bounded number of crashes,
     lines = all_lines(stack, "poison")

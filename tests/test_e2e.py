@@ -13,61 +13,10 @@ from posefleet.layout import ResultsLocation
 from posefleet.resources import QueueSpec
 from posefleet.result import load_lines
 from tests.conftest import Stack
+from tests.helpers import all_lines, produce, upload
 from tests.images import good_variants, jpeg
 
 pytestmark = pytest.mark.e2e
-
-
-def upload(stack: Stack, files: dict[str, bytes]) -> list[str]:
-    for key, data in files.items():
-        stack.s3.put_object(Bucket=stack.input, Key=key, Body=data)
-    return sorted(files)
-
-
-def produce(stack: Stack, prefix: str, job: str, task_size: int = 5) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--bucket",
-            stack.input,
-            "--prefix",
-            prefix,
-            "--job-id",
-            job,
-            "--task-size",
-            str(task_size),
-        ],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-
-
-def all_lines(stack: Stack, job: str) -> list:
-    """Every line of every task object of the job, without de-duplication."""
-    loc = ResultsLocation.parse(stack.results_uri)
-    lines = []
-    for page in stack.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=stack.results, Prefix=loc.tasks_prefix(job)
-    ):
-        for obj in page.get("Contents", []):
-            lines += load_lines(
-                stack.s3.get_object(Bucket=stack.results, Key=obj["Key"])["Body"].read()
-            )
-    return lines
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
@@ -78,7 +27,7 @@ def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
     files.update({f"job/synthetic/{i:03d}.jpg": jpeg((480, 640), seed=i) for i in range(12)})
     files["job/bad/corrupt.jpg"] = files["job/good/plain.jpg"][:300]
     files["job/bad/notes.png"] = b"<html>Service Unavailable</html>"
-    keys = upload(stack, files)
+    keys = upload(stack.s3, bucket=stack.input, files=files)
     stack.sqs.send_message(QueueUrl=stack.queues.queue_url, MessageBody="{not a task")
 
     # When the producer enqueues the prefix and two workers serve it
@@ -116,7 +65,11 @@ def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
     stack = Stack(
         moto_server, QueueSpec(visibility_timeout=600, max_receive_count=5, receive_wait_seconds=1)
     )
-    keys = upload(stack, {f"term/{i:03d}.jpg": jpeg((640, 480), seed=i) for i in range(120)})
+    keys = upload(
+        stack.s3,
+        bucket=stack.input,
+        files={f"term/{i:03d}.jpg": jpeg((640, 480), seed=i) for i in range(120)},
+    )
     env = stack.env(
         POSEFLEET_MODEL=str(checkpoint_path),
         POSEFLEET_VISIBILITY_TIMEOUT="600",
@@ -154,7 +107,7 @@ def test_worker_memory_stays_bounded_on_phone_photos(stack, processes, checkpoin
         f"mem/{i:03d}.jpg": jpeg((4032, 3024) if i % 3 == 0 else (1080, 1920), seed=i)
         for i in range(60)
     }
-    upload(stack, files)
+    upload(stack.s3, bucket=stack.input, files=files)
     env = stack.env(POSEFLEET_MODEL=str(checkpoint_path))
     worker = processes.worker("mem", env, "--exit-when-idle", "3")
     produce(stack, "mem/", "mem", task_size=10)
@@ -207,15 +160,21 @@ def test_an_upload_during_a_backfill_is_labelled_first_and_the_application_told(
         },
     )
     # and a worker busy with a backfill job
-    keys = upload(stack, {f"old/{i:03d}.jpg": jpeg((320, 240), seed=i) for i in range(56)})
+    keys = upload(
+        stack.s3,
+        bucket=stack.input,
+        files={f"old/{i:03d}.jpg": jpeg((320, 240), seed=i) for i in range(56)},
+    )
     env = stack.env(POSEFLEET_MODEL=str(checkpoint_path), POSEFLEET_BATCH_SIZE="8")
     worker = processes.worker("w", env, "--exit-when-idle", "4")
     produce(stack, "old/", "backfill", task_size=8)
     worker.wait_for("task_done", timeout=180)
 
     # When a photo, a broken one and a body that is no event arrive on the live lane
-    upload(stack, {"uploads/new photo.jpg": jpeg(seed=99)})
-    upload(stack, {"uploads/broken.jpg": b"\xff\xd8\xff\xe0 not really"})
+    upload(stack.s3, bucket=stack.input, files={"uploads/new photo.jpg": jpeg(seed=99)})
+    upload(
+        stack.s3, bucket=stack.input, files={"uploads/broken.jpg": b"\xff\xd8\xff\xe0 not really"}
+    )
     stack.sqs.send_message(QueueUrl=stack.queues.live_queue_url, MessageBody="{not an event")
     assert worker.popen.wait(timeout=240) == 0
 

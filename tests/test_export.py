@@ -11,7 +11,7 @@ import pytest
 from posefleet.result import dump_lines
 from producer.job.export import summarize
 from tests.conftest import RESULTS
-from tests.test_producer import LOC, RESULTS_URI, job_of, run
+from tests.helpers import LOC, RESULTS_URI, job_of, run
 from tests.v2jobs import Counting, line, plan, write_job
 
 PARTS = {"a0a0a0a0a0": 5, "b1b1b1b1b1": 3, "c2c2c2c2c2": 4}  # 12 tasks

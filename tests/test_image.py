@@ -6,11 +6,15 @@ or image then fails the test); otherwise it is skipped with the reason. It is no
 default run (nor of CI) even where buildah and an image exist: the image may predate the tree
 being tested, and the run takes minutes.
 
-The container is started from the image's own configuration only: its entrypoint and command,
-its user, working directory and environment, plus the environment an ECS task definition would
-give it. buildah's chroot isolation has no PID namespace, so the entrypoint runs under
-``unshare --pid --fork`` (util-linux, in every Debian-based image; the one capability it needs
-is dropped again) and ``setpriv`` drops to the image's user: the worker is PID 1 of its
+The container is started from the image's own configuration and the stack's container
+definition (infra.components.service.container_definitions, what the task definition holds): its
+entrypoint and command, working directory and environment; the definition's user, its read-only
+root filesystem, a tmpfs at each of its mountPoints (with the owner and mode of the image's
+directory there, as ECS copies a ``VOLUME`` path into the task's volume), and every Linux
+capability dropped. buildah's chroot isolation has no PID namespace, so the entrypoint runs
+under ``unshare --mount --pid --fork`` (util-linux, in every Debian-based image), which remounts
+the root read-only and mounts the volumes, then ``setpriv`` drops to the user with no
+capability left, not even in the bounding set, and no_new_privs: the worker is PID 1 of its
 namespace, as in a task, where a signal it has no handler for would be ignored. SIGTERM is sent
 to that process from the host, as ECS does.
 """
@@ -31,13 +35,14 @@ from pathlib import Path
 
 import pytest
 
+from infra.components.service import container_definitions
 from mappings import ClassMapping
 from posefleet.checkpoint import save_initialised
 from posefleet.resources import QueueSpec
 from tests.conftest import Stack
+from tests.helpers import all_lines, produce, upload, wait_until
 from tests.images import good_variants, jpeg
 from tests.processes import Proc, descendants
-from tests.test_e2e import all_lines, produce, upload, wait_until
 from training.card import ModelCard, card_path
 from training.metrics import classification_report
 from training.publish import publish
@@ -46,7 +51,7 @@ BUILDAH = [shutil.which("buildah") or "buildah", "--storage-driver", "vfs"]
 # Only when asked: an image on disk may predate the tree under test.
 IMAGE = os.environ.get("POSEFLEET_TEST_IMAGE")
 WHY_NOT = (
-    "POSEFLEET_TEST_IMAGE not set: make image builds localhost/posefleet-worker:cpu, "
+    "POSEFLEET_TEST_IMAGE not set: make image builds localhost/posefleet-worker:pypi, "
     "make image-test runs this on it"
 )
 pytestmark = [
@@ -102,6 +107,48 @@ def in_container(container: str, *command: str) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def task_container(image: str, environment: dict[str, str]) -> dict:
+    """The container definition the stack deploys for this image and environment."""
+    (container,) = json.loads(
+        container_definitions(
+            image=image, environment=environment, log_group="logs", region="us-east-1", gpu=False
+        )
+    )
+    return container
+
+
+def as_ecs_runs_it(container: dict, directories: dict[str, str]) -> str:
+    """The shell run as PID 1 of the new mount and PID namespaces, before it becomes the worker:
+    the root read-only, a tmpfs at each mount point with its image directory's mode and owner
+    (``directories``: path -> "mode uid gid"), then the user with no capability at all."""
+    uid, _, gid = container["user"].partition(":")
+    lines = ["set -e"]
+    if container["readonlyRootFilesystem"]:
+        lines.append("mount -o remount,bind,ro /")
+    for mount in container["mountPoints"]:
+        path = mount["containerPath"]
+        mode, owner, group = directories[path].split()
+        lines.append(
+            f"mount -t tmpfs -o mode={mode},uid={owner},gid={group},nosuid,nodev tmpfs {path}"
+        )
+    assert container["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
+    lines.append(
+        f"exec setpriv --reuid={uid} --regid={gid or uid} --clear-groups --inh-caps=-all "
+        '--bounding-set=-all --no-new-privs -- "$@"'
+    )
+    return "\n".join(lines)
+
+
+def mounts(pid: int) -> dict[str, tuple[str, set[str]]]:
+    """Mount point -> (filesystem type, mount options) of a process's mount namespace."""
+    found = {}
+    for line in (Path("/proc") / str(pid) / "mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        found[parts[4]] = (rest.split()[0], set(parts[5].split(",")))
+    return found
 
 
 def process_status(pid: int) -> dict[str, list[str]]:
@@ -165,6 +212,13 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     assert uid.isdigit() and int(uid) != 0, f"runs as {config.user or 'root (no USER)'}"
     gid = gid or uid
     command = [*config.entrypoint, *config.cmd]
+    # and the task definition runs it as that user, read-only but for its mount points
+    task = task_container(IMAGE, {})
+    assert task["user"] == f"{uid}:{gid}" and task["readonlyRootFilesystem"] is True
+    writable = [m["containerPath"] for m in task["mountPoints"]]
+    directories = {
+        path: in_container(container, "stat", "-c", "%a %u %g", path).strip() for path in writable
+    }
     assert command[:3] == ["python", "-m", "worker"], command
     # Nothing from the build's proxy setup stayed in the image.
     leftovers = in_container(
@@ -181,10 +235,11 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     files.update({f"img/photo/{i}.jpg": jpeg((480, 640), seed=i) for i in range(3)})
     files["img/bad/truncated.jpg"] = files["img/photo/0.jpg"][:400]
     files["img/bad/notes.png"] = b"<html>Service Unavailable</html>"
-    keys = upload(stack, files)
+    keys = upload(stack.s3, bucket=stack.input, files=files)
     pointer, version = publish_small_model(stack, tmp_path)
 
-    # When the image runs as a task: its command and user, configured by environment only
+    # When the image runs as a task: its command, the definition's user, read-only root, volumes
+    # and no capabilities, configured by environment only
     task_env = {
         **moto_server.env(),
         "POSEFLEET_QUEUE_URL": stack.queues.queue_url,
@@ -193,7 +248,8 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
         "POSEFLEET_WAIT_TIME_SECONDS": "1",
         "POSEFLEET_DRAIN_SECONDS": "10",
     }
-    env = {"HOME": home, **config.env, **task_env}
+    task = task_container(IMAGE, task_env)
+    env = {"HOME": home, **config.env, **{e["name"]: e["value"] for e in task["environment"]}}
     run = [
         *BUILDAH,
         "run",
@@ -209,15 +265,14 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
         container,
         "--",
         "unshare",
+        "--mount",
         "--pid",
         "--fork",
         "--mount-proc",
-        "setpriv",
-        f"--reuid={uid}",
-        f"--regid={gid}",
-        "--clear-groups",
-        "--bounding-set=-sys_admin",  # what unshare needed goes, as in Docker's default set
-        "--",
+        "sh",
+        "-c",
+        as_ecs_runs_it(task, directories),
+        "sh",
         *command,
     ]
     logs = tmp_path / "logs"
@@ -234,16 +289,26 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
         worker.wait_for("task_done", timeout=300, count=3)
         wait_until(lambda: stack.count(stack.queues.queue_url) == 0, 60, "the queue to drain")
 
-        # Then it ran as the image's user, as PID 1 of its namespace
+        # Then it ran as the image's user, as PID 1 of its namespace, with no capability
         status = process_status(pid)
         assert status["Uid"] == [uid] * 4 and status["Gid"] == [gid] * 4
         assert status["NSpid"][-1] == "1"
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[caps][0], 16) == 0, (caps, status[caps])
+        assert status["NoNewPrivs"] == ["1"]
+        # on a read-only root, writing only to its volumes
+        seen = mounts(pid)
+        assert "ro" in seen["/"][1], seen["/"]
+        for path in writable:
+            assert seen[path][0] == "tmpfs" and "rw" in seen[path][1], (path, seen.get(path))
         # and that user could write the model cache
-        cache = Path(f"/proc/{pid}/root") / config.env["POSEFLEET_MODEL_CACHE_DIR"].lstrip("/")
+        cache_dir = env["POSEFLEET_MODEL_CACHE_DIR"]
+        assert cache_dir in writable
+        cache = Path(f"/proc/{pid}/root") / cache_dir.lstrip("/")
         cached = list(cache.rglob("model.pt"))
         assert [p.stat().st_uid for p in cached] == [int(uid)]
         (loaded,) = worker.events("model_loaded")
-        assert loaded["path"].startswith(config.env["POSEFLEET_MODEL_CACHE_DIR"])
+        assert loaded["path"].startswith(cache_dir)
 
         # When ECS stops the task: SIGTERM to the container's PID 1
         os.kill(pid, signal.SIGTERM)
@@ -275,5 +340,6 @@ def test_the_image_serves_a_job_as_ecs_runs_it_and_drains_on_sigterm(
     assert started["model_version"] == version and started["device"] == "cpu"
     print(
         f"\n{IMAGE}: {len(lines)} result lines ({len(good)} ok), model {version}, the worker "
-        f"PID 1 of its namespace as uid {status['Uid'][0]}, exit {code} on SIGTERM"
+        f"PID 1 of its namespace as uid {status['Uid'][0]} with no capability, on a read-only "
+        f"root writing only {', '.join(writable)}, exit {code} on SIGTERM"
     )

@@ -7,15 +7,12 @@ from datetime import UTC, datetime
 
 from posefleet.aws import client
 from posefleet.events import EventChannel, ImageLabelled, image_event_id, parse_event
-from posefleet.layout import ResultsLocation
 from posefleet.result import ErrorKind, ImageError, ResultLine, dump_lines
 from posefleet.task import TaskMessage
 from producer.live import read_label
 from tests.conftest import INPUT, RESULTS
-from tests.test_producer import drain, run, upload
+from tests.helpers import LOC, RESULTS_URI, drain, run, upload
 
-RESULTS_URI = f"s3://{RESULTS}/results"
-LOC = ResultsLocation.parse(RESULTS_URI)
 WHEN = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 

@@ -24,7 +24,12 @@ from localfleet.dashboard import (
 )
 from posefleet import metric_names as m
 from posefleet.dashboard import widgets
-from posefleet.resources import DEFAULT_DLQ_NAME, DEFAULT_QUEUE_NAME
+from posefleet.resources import (
+    DEFAULT_DLQ_NAME,
+    DEFAULT_LIVE_DLQ_NAME,
+    DEFAULT_LIVE_QUEUE_NAME,
+    DEFAULT_QUEUE_NAME,
+)
 from tests.browser import chromium, needs_chromium
 from tests.conftest import Stack
 from tests.images import jpeg
@@ -83,7 +88,7 @@ def emitted(monkeypatch: pytest.MonkeyPatch, at: float, fill) -> list[str]:
     return out.getvalue().splitlines()
 
 
-def by_title(*, gpu: bool = False) -> dict:
+def by_title(*, gpu: bool = False, live: bool = False) -> dict:
     return {
         w.title: w
         for w in widgets(
@@ -93,6 +98,8 @@ def by_title(*, gpu: bool = False) -> dict:
             service="local",
             metrics_service=m.SERVICE,
             gpu=gpu,
+            live_queue=DEFAULT_LIVE_QUEUE_NAME if live else None,
+            live_dlq=DEFAULT_LIVE_DLQ_NAME if live else None,
         )
     }
 
@@ -175,6 +182,74 @@ def test_queue_samples_feed_the_queue_widgets(queues, sqs, tmp_path):
     assert json.loads(lines[1])["QueueName"] == DEFAULT_DLQ_NAME
 
 
+def test_live_lane_widgets_read_the_live_queues_and_the_lane_metrics(monkeypatch, queues, sqs):
+    # Given two uploads waiting on the live lane, one of them received, a live dead letter,
+    # and what the workers measured of each lane's time in queue
+    for i in range(2):
+        sqs.send_message(QueueUrl=queues.live_queue_url, MessageBody=f"upload {i}")
+    sqs.receive_message(QueueUrl=queues.live_queue_url, MaxNumberOfMessages=1)
+    sqs.send_message(QueueUrl=queues.live_dlq_url, MessageBody="dead")
+    urls = [queues.queue_url, queues.dlq_url, queues.live_queue_url, queues.live_dlq_url]
+    depth = queue_depth_lines(sqs, urls)
+
+    def fill(metrics: Metrics) -> None:
+        for v in (200, 400, 600):
+            metrics.observe(m.QUEUE_TIME, v, Lane="live")
+        metrics.observe(m.QUEUE_TIME, 90_000, Lane="backfill")
+        metrics.observe(m.END_TO_END_LATENCY, 900, Lane="live")
+
+    samples = list(read_samples(depth + emitted(monkeypatch, T0, fill)))
+    w = by_title(live=True)
+
+    def lines_of(title: str) -> dict[str, float]:
+        return {s.label: s.points[-1][1] for s in series_of(w[title], samples, 10)}
+
+    # Then the live queue has widgets of its own, beside the backfill queue's
+    assert lines_of("Live queue: visible and in flight") == {"visible": 1.0, "in flight": 1.0}
+    assert lines_of("Queue: visible and in flight") == {"visible": 0.0, "in flight": 0.0}
+    assert lines_of("Dead-letter queue depth") == {"dead letters": 0.0, "live dead letters": 1.0}
+    assert lines_of("Time in queue by lane (ms)") == {
+        "backfill p50": 90_000.0,
+        "backfill p99": 90_000.0,
+        "live p50": 400.0,
+        "live p99": 600.0,
+    }
+    assert lines_of("Latency, enqueue (live: upload) to result (ms)") == {
+        "live p50": 900.0,
+        "live p99": 900.0,
+    }
+    # and the age of the oldest live message is the deployed dashboard's (SQS's own metric)
+    (oldest,) = w["Live queue: age of oldest message (s)"].metrics
+    assert (oldest.name, oldest.dimensions) == (
+        "ApproximateAgeOfOldestMessage",
+        (("QueueName", DEFAULT_LIVE_QUEUE_NAME),),
+    )
+
+
+def test_live_widgets_only_with_the_live_queue_names_and_still_two_a_row():
+    without, with_live = by_title(), by_title(live=True)
+    added = [t for t in with_live if t not in without]
+    assert added == ["Live queue: visible and in flight", "Live queue: age of oldest message (s)"]
+    assert "Time in queue by lane (ms)" in without  # per lane from the workers' metrics alone
+    assert len(without["Dead-letter queue depth"].metrics) == 1
+    live = list(with_live.values())
+    # the live queue's row follows the backfill queue's; no two widgets share a cell
+    assert [(x.x, x.y) for x in live[2:4]] == [(0, 6), (12, 6)]
+    cells = [(x.y, x.x) for x in live]
+    assert len(set(cells)) == len(cells)
+    assert all(x.x == (i % 2) * 12 and x.y == (i // 2) * 6 for i, x in enumerate(live))
+    with pytest.raises(ValueError, match="live_dlq needs live_queue"):
+        widgets(
+            queue="q",
+            dlq="d",
+            cluster="c",
+            service="s",
+            metrics_service=m.SERVICE,
+            gpu=False,
+            live_dlq="ld",
+        )
+
+
 def test_the_page_has_the_deployed_widgets_and_makes_no_request(monkeypatch, tmp_path):
     def fill(metrics: Metrics) -> None:
         metrics.count(m.IMAGES_PROCESSED, 12)
@@ -206,6 +281,26 @@ def test_the_page_has_the_deployed_widgets_and_makes_no_request(monkeypatch, tmp
     )
     assert "ECS" in drawn["Running tasks"]["note"]
 
+    # and with the live lane's queues named, the page has the live widgets of the definition
+    page = render_dashboard(
+        [logs, samples], title="t", queue="q-other", live_queue="l-q", live_dlq="l-dlq"
+    )
+    titles = [x["title"] for x in Page(page).widgets]
+    assert titles == [
+        w.title
+        for w in widgets(
+            queue="q-other",
+            dlq=DEFAULT_DLQ_NAME,
+            cluster="local",
+            service="local",
+            metrics_service=m.SERVICE,
+            gpu=False,
+            live_queue="l-q",
+            live_dlq="l-dlq",
+        )
+    ]
+    assert "Live queue: visible and in flight" in titles
+
 
 def test_bad_arguments_say_how_to_fix_them(tmp_path):
     with pytest.raises(ValueError, match="period_seconds must be at least 1"):
@@ -219,13 +314,13 @@ def test_bad_arguments_say_how_to_fix_them(tmp_path):
 def test_dashboard_of_a_short_job_renders_in_headless_chromium(
     stack: Stack, processes, checkpoint_path, tmp_path
 ):
-    from tests.test_e2e import produce, upload
+    from tests.helpers import produce, upload
 
     # Given a few photos, one broken, a message that is no task, and the queues sampled as the
     # local fleet samples them
     files = {f"dash/{i:02d}.jpg": jpeg((320, 240), seed=i) for i in range(10)}
     files["dash/broken.jpg"] = files["dash/00.jpg"][:200]
-    upload(stack, files)
+    upload(stack.s3, bucket=stack.input, files=files)
     stack.sqs.send_message(QueueUrl=stack.queues.queue_url, MessageBody="{not a task")
     depth = tmp_path / "queues.emf"
     stop = threading.Event()

@@ -9,50 +9,12 @@ from typing import Any
 
 import pytest
 
-from posefleet.layout import Manifest, ResultsLocation
-from posefleet.result import dump_lines
+from posefleet.layout import Manifest
 from posefleet.task import TaskMessage
-from producer.__main__ import main
-from producer.job import Job
 from producer.job.follow import JobStalled, follow
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
-from tests.v2jobs import line
-
-RESULTS_URI = f"s3://{RESULTS}/results"
-LOC = ResultsLocation.parse(RESULTS_URI)
-
-
-def job_of(s3, job_id: str, **kw: Any) -> Job:
-    """The job ``job_id`` under the tests' results location."""
-    return Job(s3=s3, location=LOC, job_id=job_id, **kw)
-
-
-def upload(s3, keys: list[str]) -> None:
-    for key in keys:
-        s3.put_object(Bucket=INPUT, Key=key, Body=b"x")
-
-
-def drain(sqs, url: str) -> list[TaskMessage]:
-    tasks = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not got:
-            return tasks
-        for msg in got:
-            tasks.append(TaskMessage.model_validate_json(msg["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
-
-
-def run(capsys, *args: str) -> tuple[int, Any, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    try:
-        return code, json.loads(out), err
-    except json.JSONDecodeError:
-        return code, out, err
+from tests.helpers import RESULTS_URI, drain, job_of, run, upload, write_results
 
 
 def submit(capsys, queues, *extra: str):
@@ -164,11 +126,6 @@ def test_entries_reported_failed_are_retried_and_sent_once(sqs, queues):
     assert send_tasks(flaky, queues.queue_url, tasks) == 23
     assert flaky.calls > 3
     assert sorted(t.task_id for t in drain(sqs, queues.queue_url)) == [t.task_id for t in tasks]
-
-
-def write_results(s3, task: TaskMessage, broken: set[str] = frozenset()) -> None:
-    lines = [line(k, error=k in broken, bucket=task.bucket) for k in task.keys]
-    s3.put_object(Bucket=RESULTS, Key=task.result_key, Body=dump_lines(lines))
 
 
 def test_status_and_export_read_the_results_back(s3, sqs, queues, capsys, tmp_path):

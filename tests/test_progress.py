@@ -12,7 +12,7 @@ import producer.job.follow as follow_module
 import producer.job.progress as progress_module
 from producer.job.follow import follow, poll_interval
 from tests.conftest import INPUT, RESULTS
-from tests.test_producer import LOC, RESULTS_URI, drain, job_of, run, upload, write_results
+from tests.helpers import LOC, RESULTS_URI, drain, job_of, run, upload, write_results
 from tests.v2jobs import Counting, plan, write_job
 
 

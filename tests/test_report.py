@@ -14,9 +14,9 @@ from posefleet.task import TaskMessage
 from producer.__main__ import main
 from tests.browser import chromium, needs_chromium
 from tests.conftest import INPUT, RESULTS
+from tests.helpers import RESULTS_URI
 from tests.images import jpeg
 
-RESULTS_URI = f"s3://{RESULTS}/results"
 NAMES = ("Front Double Biceps", "Side Chest", "Front Relaxed")
 
 

@@ -21,7 +21,7 @@ from posefleet.layout import SHARD_TASKS
 from posefleet.task import TaskMessage, split_task_id
 from producer.sources import PrefixSource, split_points
 from tests.conftest import INPUT, MODELS, RESULTS
-from tests.test_producer import LOC, RESULTS_URI, drain, job_of, run, upload
+from tests.helpers import LOC, RESULTS_URI, drain, job_of, run, upload
 
 ODD = [
     "p/a b+c.jpg",

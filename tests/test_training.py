@@ -18,7 +18,7 @@ from posefleet.checkpoint import build_model, save_checkpoint
 from posefleet.int8 import int8_paths, int8_version
 from posefleet.settings import TrainingSettings
 from tests.conftest import INPUT, MODELS
-from tests.test_e2e import all_lines, produce
+from tests.helpers import all_lines, produce
 from training.card import ModelCard, card_path
 from training.data import (
     LabelledImage,

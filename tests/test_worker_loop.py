@@ -13,19 +13,16 @@ from botocore.exceptions import ClientError
 from posefleet import metric_names
 from posefleet.attempts import AttemptMarker, attempts_key
 from posefleet.deadletter import REASON_ATTRIBUTE, dead_letter_url
-from posefleet.layout import ResultsLocation
 from posefleet.result import load_lines
 from posefleet.settings import WorkerSettings
 from posefleet.task import TaskMessage
 from tests.conftest import INPUT, RESULTS
+from tests.helpers import LOC, RESULTS_URI
 from tests.images import jpeg
 from worker.loop import Worker
 from worker.metrics import Metrics
 from worker.model import Classifier
 from worker.sqs import TaskQueue
-
-RESULTS_URI = f"s3://{RESULTS}/results"
-LOC = ResultsLocation.parse(RESULTS_URI)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,17 @@
     s3://<models>/pose_classifier/<version>/model.pt
     s3://<models>/pose_classifier/<version>/model.card.json
     s3://<models>/pose_classifier/<version>/model.int8.xml, .bin   (if quantized, posefleet/int8.py)
-    s3://<models>/pose_classifier/current.json      {"checkpoint", "sha256", "version", "accuracy"}
+    s3://<models>/pose_classifier/<version>/class_mapping.json     (the seed's format only)
+    s3://<models>/pose_classifier/current.json      the pointer: posefleet/model_pointer.py
 
-A model is published only if its validation accuracy meets ``min_accuracy`` and is not worse
-than the current model's, unless forced. Workers pick up ``current.json`` when they start.
-IAM: ``s3:GetObject`` and ``s3:PutObject`` on the models prefix.
+The pointer hashes every file the worker may fetch (the checkpoint, its class mapping, the int8
+model); workers check each before use and pick up ``current.json`` when they start. A model is
+published only if its validation accuracy meets ``min_accuracy`` and is not worse than the
+current model's, unless forced.
+
+IAM: ``s3:GetObject`` and ``s3:PutObject`` on the models prefix. On AWS the models bucket's
+policy lets only the stack's publisher role (output ``publisher_role``) and the deploying user
+write there (docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,13 +26,21 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from posefleet.aws import is_not_found
 from posefleet.checkpoint import SEED_MAPPING_FILE
 from posefleet.int8 import int8_paths
+from posefleet.model_pointer import (
+    MODELS_PREFIX,
+    POINTER_NAME,
+    ModelPointer,
+    ModelRefused,
+    split_s3_uri,
+)
 from training.card import ModelCard, card_path
 
 __all__ = ["PublishRefused", "Published", "publish", "upload_model"]
 
-PREFIX = "pose_classifier"
+PREFIX = MODELS_PREFIX
 
 
 class PublishRefused(RuntimeError):
@@ -42,17 +56,29 @@ class Published:
 
 
 def _split(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    return bucket, prefix.strip("/")
+    """``s3://bucket[/root]`` -> (bucket, root); the same checks as a pointer's files."""
+    if not uri.startswith("s3://"):
+        raise ModelRefused(f"--models must be an s3:// location, got {uri!r}")
+    if uri.rstrip("/").count("/") < 3:  # a bare bucket: no key to check
+        bucket = uri.removeprefix("s3://").strip("/")
+        split_s3_uri(f"s3://{bucket}/{POINTER_NAME}")
+        return bucket, ""
+    bucket, root = split_s3_uri(uri.rstrip("/"))
+    return bucket, root
 
 
 def _current(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
     try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/current.json")["Body"].read())
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{POINTER_NAME}")["Body"].read()
     except ClientError as e:
-        if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
+        if is_not_found(e):
             return None
         raise
+    return json.loads(body)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def publish(
@@ -98,41 +124,32 @@ def upload_model(
     prefix = f"{root}/{PREFIX}".strip("/")
     current = _current(s3, bucket, prefix)
     previous = current.get("accuracy") if current else None
+    folder = f"{prefix}/{version}"
+    split_s3_uri(f"s3://{bucket}/{folder}/model.pt")  # a version is one plain path segment
     data = checkpoint.read_bytes()
-    key = f"{prefix}/{version}/model.pt"
-    s3.put_object(Bucket=bucket, Key=key, Body=data)
-    for local, remote in zip(
-        int8_paths(checkpoint), int8_paths(Path(key)), strict=True
-    ):  # the int8 model travels with its checkpoint, so openvino-int8 workers find it beside it
-        if local.is_file():
-            s3.put_object(Bucket=bucket, Key=remote.as_posix(), Body=local.read_bytes())
+    uploads: dict[str, tuple[bytes, str | None]] = {"model.pt": (data, None)}
+    for local, remote in zip(int8_paths(checkpoint), int8_paths(Path("model.pt")), strict=True):
+        if local.is_file():  # the int8 model travels with its checkpoint, hashed beside it
+            uploads[remote.name] = (local.read_bytes(), None)
     seed_mapping = checkpoint.with_name(SEED_MAPPING_FILE)
     if card is None and seed_mapping.is_file():
-        s3.put_object(
-            Bucket=bucket,
-            Key=f"{prefix}/{version}/{SEED_MAPPING_FILE}",
-            Body=seed_mapping.read_bytes(),
-            ContentType="application/json",
-        )
+        uploads[SEED_MAPPING_FILE] = (seed_mapping.read_bytes(), "application/json")
     if card is not None:
-        s3.put_object(
-            Bucket=bucket,
-            Key=f"{prefix}/{version}/model.card.json",
-            Body=card.model_dump_json(indent=2).encode(),
-            ContentType="application/json",
-        )
-    pointer = {
-        "checkpoint": f"s3://{bucket}/{key}",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "version": version,
-        **({"accuracy": accuracy} if accuracy is not None else {}),
-    }
+        uploads["model.card.json"] = (card.model_dump_json(indent=2).encode(), "application/json")
+    for name, (body, content_type) in uploads.items():
+        extra = {"ContentType": content_type} if content_type else {}
+        s3.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=body, **extra)
+    pointer = ModelPointer(
+        bucket=bucket,
+        folder=folder,
+        checkpoint="model.pt",
+        files={name: _sha256(body) for name, (body, _) in uploads.items()},
+        version=version,
+        accuracy=accuracy,
+    )
+    # Last: a worker starting now sees the old pointer or the new one, each whole.
+    pointer_key = f"{prefix}/{POINTER_NAME}"
     s3.put_object(
-        Bucket=bucket,
-        Key=f"{prefix}/current.json",
-        Body=json.dumps(pointer).encode(),
-        ContentType="application/json",
+        Bucket=bucket, Key=pointer_key, Body=pointer.to_json(), ContentType="application/json"
     )
-    return Published(
-        version, pointer["checkpoint"], f"s3://{bucket}/{prefix}/current.json", previous
-    )
+    return Published(version, pointer.checkpoint_uri, f"s3://{bucket}/{pointer_key}", previous)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.loop import Worker
     from worker.metrics import Metrics
     from worker.model import Classifier
-    from worker.model_source import resolve_model
+    from worker.model_source import ModelRefused, resolve_model
     from worker.protection import ScaleInProtection
     from worker.retry import GaveUp, Retry
     from worker.sqs import TaskQueue
@@ -128,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics(service=settings.service)
 
     try:
-        resolved = startup.call(
+        resolved = startup.call(  # a refusal is not transient: it is never retried
             lambda: resolve_model(
                 settings.model,
                 s3=s3,
                 cache_dir=Path(settings.model_cache_dir),
                 with_int8=settings.backend == "openvino-int8",
+                expected_sha256=settings.model_sha256,
             ),
             what="model download",
             model=settings.model,
@@ -145,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             expected_sha256=settings.model_sha256 or resolved.sha256,
             backend=settings.backend,
         )
+    except ModelRefused as e:  # not transient: the pointer or a file it names is not trusted
+        log.error("model_refused", model=settings.model, error=str(e))
+        print(f"worker: refusing the model {settings.model}: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, RuntimeError, ClientError, BotoCoreError) as e:  # no model
         log.error("model_load_failed", model=settings.model, error=str(e))
         print(f"worker: cannot load the model {settings.model}: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The heartbeat stage: every held message's visibility extended before it ends.
 
-Every ``heartbeat_seconds`` (a third of the visibility timeout by default) the visibility of
-every held message is set to the full timeout again. A call that fails transiently is tried
+Every ``heartbeat_seconds`` (by default a third of the visibility messages are received with,
+``receive_visibility_seconds``, which is shorter than the timeout) the visibility of every held
+message is set to the full timeout again. A call that fails transiently is tried
 again within seconds, not at the next beat: the messages stay ours until their visibility
 ends, so a fault shorter than that costs nothing. A message is given up here only when SQS says
 it is gone (its receipt handle refused) or its visibility ran out before a beat got through:
@@ -18,6 +19,7 @@ from posefleet.aws import is_transient
 from posefleet.logs import get_logger
 from posefleet.settings import WorkerSettings
 from worker.ledger import Held, Ledger, by_queue
+from worker.receive import receive_visibility
 from worker.retry import Retry
 from worker.sqs import GONE_CODES, TaskQueue
 
@@ -41,7 +43,7 @@ class Heartbeat:
         self.ledger = ledger
         self.retry = retry
         self.stop = stop
-        self.period = settings.heartbeat_seconds or settings.visibility_timeout / 3
+        self.period = settings.heartbeat_seconds or receive_visibility(settings) / 3
 
     def loop(self) -> None:
         failures = 0

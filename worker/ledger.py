@@ -38,6 +38,7 @@ from posefleet.result import ImageError, ResultLine
 from posefleet.task import TaskMessage
 from worker.metrics import Metrics
 from worker.prefetch import Throughput
+from worker.retry import GaveUp, Retry
 from worker.sqs import Received, TaskQueue
 
 __all__ = ["Held", "Item", "Ledger", "TaskState", "by_queue"]
@@ -101,14 +102,16 @@ class Ledger:
         self,
         *,
         metrics: Metrics,
-        visibility_timeout: int,
+        receive_visibility: int,
         retry_delay_seconds: int,
         on_task_complete: Callable[[TaskState], None],
+        release_retry: Retry | None = None,
     ) -> None:
         self.metrics = metrics
-        self.visibility_timeout = visibility_timeout
+        self.receive_visibility = receive_visibility
         self.retry_delay_seconds = retry_delay_seconds
         self.on_task_complete = on_task_complete
+        self.release_retry = release_retry
         self.stats: Counter[str] = Counter()
         self.throughput = Throughput()
         self.acks: queue.Queue[Held] = queue.Queue()
@@ -120,7 +123,7 @@ class Ledger:
     # ------------------------------------------------------------------ holding
 
     def hold(self, held: Held) -> None:
-        held.visible_until = time.monotonic() + self.visibility_timeout
+        held.visible_until = time.monotonic() + self.receive_visibility
         with self._lock:
             self._held[held.received.receipt_handle] = held
             self._images[held.lane] += held.images
@@ -193,31 +196,61 @@ class Ledger:
         return closed
 
     def give_up(self, held: Held, *, reason: str, crash: bool = False) -> None:
-        """Stop work on ``held`` and let it come back later (see the module doc)."""
-        self.let_go([held], delay=self.retry_delay_seconds, reason=reason, crash=crash)
+        """Stop work on ``held`` and let it come back later (see the module doc); SQS faults on
+        the way are retried for a while (``release_retry``), so it does not sit out its whole
+        visibility timeout."""
+        self.let_go(
+            [held], delay=self.retry_delay_seconds, reason=reason, crash=crash, patient=True
+        )
 
     def release_all(self, *, reason: str) -> int:
-        """At shutdown: every message still held goes back at once."""
+        """At shutdown: every message still held goes back at once (one try: the grace is
+        short, and a message SQS did not take comes back when its visibility ends)."""
         return self.let_go(self.open(), delay=0, reason=reason, crash=False)
 
-    def let_go(self, held: list[Held], *, delay: int, reason: str, crash: bool = False) -> int:
+    def let_go(
+        self,
+        held: list[Held],
+        *,
+        delay: int,
+        reason: str,
+        crash: bool = False,
+        patient: bool = False,
+    ) -> int:
         """Close ``held`` and let it come back after ``delay`` seconds: handed back as new, or
         (``crash``, or a suspect) released by visibility. Returns how many were still open."""
         newly = self.close(held)
         if not newly:
             return 0
+        retry = self.release_retry if patient else None
+
+        def call(fn: Callable[[], Any], what: str) -> Any:
+            return fn() if retry is None else retry.call(fn, what=what)
+
         by_visibility = [h for h in newly if crash or h.suspect]
         for tasks_queue, fresh in by_queue(h for h in newly if not (crash or h.suspect)):
             try:
-                unsent = set(tasks_queue.hand_back([h.received for h in fresh], delay=delay))
-            except (ClientError, BotoCoreError) as e:
+                unsent = set(
+                    call(
+                        lambda q=tasks_queue, f=fresh: q.hand_back(
+                            [h.received for h in f], delay=delay
+                        ),
+                        "sqs:SendMessageBatch(hand back)",
+                    )
+                )
+            except (ClientError, BotoCoreError, GaveUp) as e:
                 log.warning("hand_back_failed", messages=len(fresh), error=str(e))
                 unsent = {h.received.message_id for h in fresh}
             by_visibility += [h for h in fresh if h.received.message_id in unsent]
         for tasks_queue, released in by_queue(by_visibility):
             try:
-                tasks_queue.change_visibility([h.received for h in released], delay)
-            except (ClientError, BotoCoreError) as e:  # it comes back when its timeout ends
+                call(
+                    lambda q=tasks_queue, r=released: q.change_visibility(
+                        [h.received for h in r], delay
+                    ),
+                    "sqs:ChangeMessageVisibilityBatch(release)",
+                )
+            except (ClientError, BotoCoreError, GaveUp) as e:  # back when its visibility ends
                 log.warning("release_failed", messages=len(released), error=str(e))
         for h in newly:
             self.metrics.count(m.TASKS_ABANDONED, len(h.tasks))

@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from posefleet import metric_names as m
@@ -57,7 +58,7 @@ from worker.model import Classifier
 from worker.pool import PriorityPool
 from worker.prepare import Preparer
 from worker.protection import ScaleInProtection
-from worker.receive import Receiver
+from worker.receive import Receiver, receive_visibility
 from worker.retry import Retry
 from worker.sqs import TaskQueue
 from worker.supervise import Supervisor
@@ -132,9 +133,10 @@ class Worker:
 
         self.ledger = Ledger(
             metrics=metrics,
-            visibility_timeout=settings.visibility_timeout,
+            receive_visibility=receive_visibility(settings),
             retry_delay_seconds=settings.retry_delay_seconds,
             on_task_complete=self._task_complete,
+            release_retry=replace(self.retry, budget=min(30.0, settings.fault_budget_seconds)),
         )
         self.writer = Writer(
             s3=s3,
@@ -281,9 +283,10 @@ class Worker:
         self._stop.set()
         for pool in (self._fetch_pool, self._decode_pool, self._io_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        # A receive call still in its long poll: wait it out, it hands back what it gets.
+        # A receive call still in its long poll hands back what it gets: wait for it a little
+        # (what it gets after that comes back when its short receive visibility ends).
         for receiver in receivers:
-            receiver.join(timeout=self.settings.wait_time_seconds + 5)
+            receiver.join(timeout=min(self.settings.wait_time_seconds + 5, 10))
         for thread in self.supervisor.threads.values():
             if thread not in receivers:  # the infer thread finishes its batch (results dropped)
                 thread.join(timeout=30)

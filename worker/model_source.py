@@ -5,51 +5,67 @@
 * a local file (a posefleet checkpoint, or the seed's ``.pth`` with ``class_mapping.json``
   beside it);
 * ``s3://bucket/key.pt``: downloaded once into the cache directory (re-downloaded when its
-  ETag changes), with a ``class_mapping.json`` beside it if one exists in S3;
-* ``s3://bucket/.../current.json``: a pointer written by ``python -m training publish``,
-  ``{"checkpoint": "s3://...", "sha256": "...", "version": "..."}``; the worker resolves it
-  on start, so a new model is picked up by the next worker that starts.
+  ETag changes), with a ``class_mapping.json`` beside it if one exists in S3. The deployment's
+  settings name this file, so they are trusted as they are; pin its hash with
+  ``POSEFLEET_MODEL_SHA256``;
+* ``s3://bucket/.../current.json``: the pointer ``python -m training publish`` writes
+  (posefleet/model_pointer.py, which says what a pointer may name). The worker resolves it when
+  it starts, so a new model is picked up by the next worker that starts. Every file it fetches
+  is one the pointer hashes, checked before use (a cached copy too, so the cache is keyed by
+  content, not by ETag); where ``expected_sha256`` is given (``POSEFLEET_MODEL_SHA256``), a
+  pointer that names another checkpoint is refused before anything is fetched.
 
 With ``with_int8``, the int8 model beside the checkpoint (``model.int8.xml`` and ``.bin``,
-``posefleet/int8.py``) is downloaded too, and must exist.
+``posefleet/int8.py``) is fetched too, and must exist (and, from a pointer, be hashed in it).
 
-IAM: ``s3:GetObject`` on the models prefix.
+Refusals raise :class:`posefleet.model_pointer.ModelRefused`: the worker exits non-zero with
+the reason rather than serve a model it cannot vouch for.
+
+IAM: ``s3:GetObject`` on the models prefix (``s3:ListBucket`` so a missing key answers 404).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from posefleet.aws import is_not_found
+from posefleet.checkpoint import SEED_MAPPING_FILE
 from posefleet.int8 import int8_paths
+from posefleet.model_pointer import ModelPointer, ModelRefused, check_pin, split_s3_uri
 
-__all__ = ["ResolvedModel", "resolve_model"]
+__all__ = ["ModelRefused", "ResolvedModel", "resolve_model"]
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedModel:
     path: Path
-    sha256: str | None  # from the pointer, if any
+    sha256: str | None  # the checkpoint's, from the pointer (or the pin), if any
+    verified: tuple[str, ...] = field(default=())  # the files checked against the pointer
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"model URI must look like s3://bucket/key, got {uri!r}")
-    return bucket, key
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _download(s3: Any, uri: str, cache_dir: Path, *, required: bool = True) -> Path | None:
-    bucket, key = _split(uri)
+    """A file the settings name directly, cached by ETag."""
+    bucket, key = split_s3_uri(uri)
     target = cache_dir / bucket / key
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as e:
-        if not required and e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if not required and is_not_found(e):
             return None
         raise
     etag_file = target.with_name(target.name + ".etag")
@@ -63,26 +79,89 @@ def _download(s3: Any, uri: str, cache_dir: Path, *, required: bool = True) -> P
     return target
 
 
-def resolve_model(
-    location: str, *, s3: Any, cache_dir: Path, with_int8: bool = False
+def _fetch_verified(s3: Any, uri: str, sha256: str, cache_dir: Path) -> Path:
+    """A file a pointer hashes: the cached copy if its bytes match, else downloaded and checked
+    before it takes the cached copy's place."""
+    bucket, key = split_s3_uri(uri)
+    target = cache_dir / bucket / key
+    if target.is_file() and _sha256(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    s3.download_file(bucket, key, str(tmp))
+    actual = _sha256(tmp)
+    if actual != sha256:
+        tmp.unlink()
+        raise ModelRefused(
+            f"{uri} has SHA-256 {actual}, but its pointer says {sha256}: it was changed after "
+            "it was published"
+        )
+    tmp.replace(target)
+    return target
+
+
+def _from_pointer(
+    location: str,
+    *,
+    s3: Any,
+    cache_dir: Path,
+    with_int8: bool,
+    expected_sha256: str | None,
 ) -> ResolvedModel:
-    if not location.startswith("s3://"):
+    bucket, key = split_s3_uri(location)
+    pointer = ModelPointer.parse(
+        s3.get_object(Bucket=bucket, Key=key)["Body"].read(), pointer_uri=location
+    )
+    check_pin(pointer.checkpoint_sha256, expected_sha256, where=location)
+    wanted = [pointer.checkpoint]
+    if SEED_MAPPING_FILE in pointer.files:  # the seed's format keeps its classes beside it
+        wanted.append(SEED_MAPPING_FILE)
+    if with_int8:
+        names = [p.name for p in int8_paths(Path(pointer.checkpoint))]
+        missing = [n for n in names if n not in pointer.files]
+        if missing:
+            raise ModelRefused(
+                f"{location} hashes no int8 model ({', '.join(missing)}): quantize the "
+                "checkpoint and publish it again (python -m training quantize, publish)"
+            )
+        wanted += names
+    paths = {
+        name: _fetch_verified(s3, pointer.uri(name), pointer.files[name], cache_dir)
+        for name in wanted
+    }
+    return ResolvedModel(
+        path=paths[pointer.checkpoint], sha256=pointer.checkpoint_sha256, verified=tuple(wanted)
+    )
+
+
+def resolve_model(
+    location: str,
+    *,
+    s3: Any,
+    cache_dir: Path,
+    with_int8: bool = False,
+    expected_sha256: str | None = None,
+) -> ResolvedModel:
+    """The local path of the model ``location`` names; ``expected_sha256`` is the deployment's
+    pin (``POSEFLEET_MODEL_SHA256``), checked against a pointer before anything is fetched and
+    against the checkpoint's bytes when it loads."""
+    if "://" not in location:
         path = Path(location)
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
-        return ResolvedModel(path=path, sha256=None)
-    sha256 = None
+        return ResolvedModel(path=path, sha256=expected_sha256)
     if location.endswith(".json"):
-        bucket, key = _split(location)
-        pointer = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        location, sha256 = pointer["checkpoint"], pointer.get("sha256")
+        pin = expected_sha256
+        return _from_pointer(
+            location, s3=s3, cache_dir=cache_dir, with_int8=with_int8, expected_sha256=pin
+        )
     path = _download(s3, location, cache_dir)
     assert path is not None
-    bucket, key = _split(location)
+    bucket, key = split_s3_uri(location)
     folder = key.rpartition("/")[0]
-    sidecar = f"{folder}/class_mapping.json" if folder else "class_mapping.json"
+    sidecar = f"{folder}/{SEED_MAPPING_FILE}" if folder else SEED_MAPPING_FILE
     _download(s3, f"s3://{bucket}/{sidecar}", cache_dir, required=False)  # the seed's format
     if with_int8:
         for companion in int8_paths(Path(key)):
             _download(s3, f"s3://{bucket}/{companion.as_posix()}", cache_dir)
-    return ResolvedModel(path=path, sha256=sha256)
+    return ResolvedModel(path=path, sha256=expected_sha256)

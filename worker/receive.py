@@ -33,9 +33,15 @@ from worker.retry import GaveUp, Retry
 from worker.sqs import Received, TaskQueue
 from worker.supervise import Supervisor
 
-__all__ = ["Receiver"]
+__all__ = ["Receiver", "receive_visibility"]
 
 log = get_logger("worker")
+
+
+def receive_visibility(settings: WorkerSettings) -> int:
+    """Seconds a message is received with: short (a lost receive answer hides messages only that
+    long), the heartbeat then extending it to the full visibility timeout."""
+    return min(settings.receive_visibility_seconds, settings.visibility_timeout)
 
 
 class Receiver:
@@ -64,6 +70,7 @@ class Receiver:
         self.stopping = stopping
         self.dispatch = dispatch
         self.images_per_message: float | None = None  # running average, for MaxNumberOfMessages
+        self.visibility = receive_visibility(settings)
 
     def limit(self) -> int:
         """Images this worker may hold now: a few seconds of its measured throughput."""
@@ -89,7 +96,7 @@ class Receiver:
                 messages = self.queue.receive(
                     max_messages=wanted,
                     wait_seconds=self.settings.wait_time_seconds,
-                    visibility=self.settings.visibility_timeout,
+                    visibility=self.visibility,
                 )
             except Exception as e:
                 if not is_transient(e):

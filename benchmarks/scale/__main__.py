@@ -5,6 +5,12 @@ then ``python -m producer`` as a subprocess whose whole process tree's RSS is sa
 50 ms. ``--code`` picks the tree the producer runs from (PYTHONPATH), so main's producer can be
 measured as the baseline in the same run. Results go to ``bench-out/scale.json``; the tables in
 docs/benchmarks.md are written from it by hand.
+
+``--requests N`` submits N keys with each task-size profile and reports the requests per 1,000
+images and their cost per million (benchmarks/prices.py): the producer's calls as the simulator
+counted them, the workers' from the model in benchmarks/prices.py, for the tasks the submit
+made. ``--baseline DIR`` adds DIR's producer with 20-image tasks and no job record (the
+"before").
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.prices import cost_per_million, worker_requests
 from benchmarks.scale.simulator import ACCOUNT, INPUT_BUCKET, KEY_PREFIX, QUEUE, RESULTS
 from posefleet.local import free_port
 
@@ -128,20 +135,13 @@ def measure(args: list[str], env: dict[str, str], *, timeout: float = 3600) -> d
     }
 
 
-def submit(keys: int, code: Path, *, task_size: int = 20) -> dict[str, Any]:
+def submit(keys: int, code: Path, *, task_size: int | None = 20) -> dict[str, Any]:
+    """Submit ``keys`` keys with ``--task-size`` (None: the default sizes, 20 then 100)."""
     sim = Sim(keys, code=code)
+    sizes = ["--task-size", str(task_size)] if task_size else []
     try:
         run = measure(
-            [
-                "--bucket",
-                INPUT_BUCKET,
-                "--prefix",
-                KEY_PREFIX,
-                "--job-id",
-                "bench",
-                "--task-size",
-                str(task_size),
-            ],
+            ["--bucket", INPUT_BUCKET, "--prefix", KEY_PREFIX, "--job-id", "bench", *sizes],
             sim.env(),
         )
         stats = sim.call("/_sim/stats")
@@ -163,11 +163,58 @@ def submit(keys: int, code: Path, *, task_size: int = 20) -> dict[str, Any]:
         "peak_rss_mib": run["peak_rss_mib"],
         "calls": stats["calls"],
         "calls_per_1000_images": round(1000 * calls / keys, 2),
+        "tasks": stats["messages"],
         "exactly_once": stats["exactly_once"],
         "missing": stats["missing"],
         "duplicates": stats["duplicates"],
         "stderr": run["stderr"] if run["rc"] else "",
     }
+
+
+# DynamoDB units of the producer's calls on the job record (items under 1 KB): the begin
+# transaction puts the job item and 8 counter shards (2 units each), a settle reads 9 items.
+PRODUCER_WRU = {"TransactWriteItems": 18, "UpdateItem": 1}
+PRODUCER_RRU = {"GetItem": 0.5, "BatchGetItem": 9}
+
+
+def requests_per_1000(run: dict[str, Any], *, record: bool) -> dict[str, float]:
+    """Requests (and DynamoDB units) per 1,000 images: the submit's as measured, the workers'
+    as modelled (benchmarks/prices.py) for the tasks it made."""
+    k = run["keys"] / 1000
+    calls = run["calls"]
+    per = worker_requests(1000 * run["tasks"] / run["keys"], record=record)
+    per["s3_put"] += calls.get("PutObject", 0) / k
+    per["s3_get"] += calls.get("GetObject", 0) / k
+    per["s3_list"] = calls.get("ListObjectsV2", 0) / k
+    per["sqs"] += calls.get("SendMessageBatch", 0) / k
+    if record:
+        per["dynamodb_wru"] += sum(calls.get(op, 0) * u for op, u in PRODUCER_WRU.items()) / k
+        per["dynamodb_rru"] += sum(calls.get(op, 0) * u for op, u in PRODUCER_RRU.items()) / k
+    return {name: round(v, 3) for name, v in per.items()}
+
+
+def request_costs(keys: int, code: Path, baseline: Path | None) -> dict[str, Any]:
+    """Requests per 1,000 images and their cost per million, per task-size profile."""
+    profiles: list[tuple[str, Path, int | None, bool]] = []
+    if baseline is not None:
+        profiles.append(("before: 20-image tasks, no job record", baseline, 20, False))
+    profiles += [
+        ("20-image tasks, job record", code, 20, True),
+        ("default: 20, then 100-image tasks, job record", code, None, True),
+    ]
+    out: dict[str, Any] = {"keys": keys}
+    for title, tree, size, record in profiles:
+        run = submit(keys, tree, task_size=size)
+        per = requests_per_1000(run, record=record)
+        out[title] = {
+            "rc": run["rc"],
+            "all_sent_s": run["all_sent_s"],
+            "peak_rss_mib": run["peak_rss_mib"],
+            "tasks_per_1000_images": round(1000 * run["tasks"] / keys, 2),
+            "requests_per_1000_images": per,
+            "cost_per_million_images": cost_per_million(per),
+        }
+    return out
 
 
 def status_and_export(
@@ -244,7 +291,9 @@ def moto_flow(images: int, code: Path) -> dict[str, Any]:
         os.environ.update(aws.env())
         try:
             s3, sqs = client("s3"), client("sqs")
-            queues = bootstrap(s3, sqs, buckets=("moto-input", "moto-results"))
+            queues = bootstrap(
+                s3, sqs, buckets=("moto-input", "moto-results"), dynamodb=client("dynamodb")
+            )
             expected = {f"photos/u{i // 100:03d}/img{i:06d}.jpg" for i in range(images)}
             for key in sorted(expected):
                 s3.put_object(Bucket="moto-input", Key=key, Body=b"x")
@@ -312,6 +361,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--no-export", action="store_true", help="status only")
     p.add_argument("--moto", type=int, default=0, help="the same flow on moto, this many keys")
+    p.add_argument(
+        "--requests", type=int, default=0, help="requests and their cost, this many keys"
+    )
+    p.add_argument(
+        "--baseline", type=Path, help="with --requests: the tree of the 'before' producer"
+    )
     p.add_argument("--out", type=Path, default=HERE / "bench-out" / "scale.json")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +380,11 @@ def main(argv: list[str] | None = None) -> None:
         got = moto_flow(args.moto, args.code)
         print(json.dumps({args.label: got}), flush=True)
         results.setdefault(args.label, {})[f"moto_{args.moto}"] = got
+        args.out.write_text(json.dumps(results, indent=2))
+    if args.requests:
+        got = request_costs(args.requests, args.code, args.baseline)
+        print(json.dumps({args.label: got}), flush=True)
+        results.setdefault(args.label, {})[f"requests_{args.requests}"] = got
         args.out.write_text(json.dumps(results, indent=2))
     if args.status_tasks:
         got = status_and_export(

@@ -8,6 +8,11 @@ pointing at it:
   max-keys), GetObject, PutObject, HeadObject, DeleteObject.
 * SQS (botocore's JSON protocol, ``x-amz-json-1.0`` with ``X-Amz-Target``): GetQueueUrl,
   GetQueueAttributes, SendMessageBatch, SendMessage, ReceiveMessage (always empty).
+* DynamoDB, the job records' table, just enough for the producer's calls: TransactWriteItems
+  and UpdateItem are accepted (the job item a submit creates is kept), GetItem and BatchGetItem
+  answer the job item and its counter shards as the workers would have counted them (the
+  recorded tasks, the ones ``/_sim/complete`` marked done), Query answers no jobs. Not a
+  DynamoDB: no expressions are evaluated; the tests run the record on moto.
 
 The input bucket holds ``keys`` virtual objects, ``photos/u{i // 1000:06d}/img{i:09d}.jpg`` for
 i in [0, keys), never held in memory: a key is derived from its index and the sorted listing
@@ -160,6 +165,11 @@ class Simulator:
         # task id -> (results key, first key index, count); filled with --record-tasks
         self.tasks: dict[str, tuple[str, int, int]] = {}
         self.done_results: dict[str, tuple[int, int]] = {}
+        # the job records' stand-in: job items as the producer created them; per job [tasks,
+        # images] recorded and [tasks, images] done
+        self.job_items: dict[str, dict] = {}
+        self.job_tasks: dict[str, list[int]] = {}
+        self.job_done: dict[str, list[int]] = {}
         self.started = time.time()
         self._line_template, self._error_template = self._render_templates()
 
@@ -316,6 +326,9 @@ class Simulator:
         location = ResultsLocation.parse(task["results"])
         key = location.task_key(task["job_id"], task["task_id"])
         self.tasks[task["task_id"]] = (key, first, len(indices))
+        totals = self.job_tasks.setdefault(task["job_id"], [0, 0])
+        totals[0] += 1
+        totals[1] += len(indices)
         self.buckets.setdefault(location.bucket, StoredKeys())
 
     def complete(self, fraction: float, seed: int) -> int:
@@ -325,6 +338,11 @@ class Simulator:
             done = [t for t in self.tasks.values() if rng.random() < fraction]
             store = self.buckets[RESULTS_BUCKET]
             for key, first, count in done:
+                if key not in self.done_results:
+                    job = key.removeprefix(RESULTS.prefix + "/").split("/", 1)[0]
+                    counts = self.job_done.setdefault(job, [0, 0])
+                    counts[0] += 1
+                    counts[1] += count
                 self.done_results[key] = (first, count)
             store.put_many([key for key, _, _ in done])
         return len(done)
@@ -356,6 +374,7 @@ class Simulator:
                 task_id = make_task_id(t, keys, pid)
                 self.tasks[task_id] = (RESULTS.task_key(job_id, task_id), start, count)
                 tasks += 1
+            self.job_tasks[job_id] = [total + tasks, hi]
             total += tasks
             index.append(PartitionSummary(partition=pid, tasks=tasks, images=hi - lo, shards=1))
         manifest = Manifest(
@@ -377,9 +396,89 @@ class Simulator:
         lines = "".join(x.model_dump_json() + "\n" for x in index).encode()
         store.put(RESULTS.partitions_index_key(job_id), gzip.compress(lines))
         store.put(RESULTS.manifest_key(job_id), manifest.model_dump_json().encode())
+        created = manifest.created_at
+        self.job_items[job_id] = {
+            "id": {"S": job_id},
+            "listing": {"S": "job"},
+            "v": {"N": "1"},
+            "state": {"S": "running"},
+            "source": {"S": manifest.source},
+            "model": {"S": "sim"},
+            "task_size": {"N": str(task_size)},
+            "results": {"S": f"{RESULTS.uri}/{job_id}/"},
+            "manifest": {"S": f"s3://{RESULTS_BUCKET}/{RESULTS.manifest_key(job_id)}"},
+            "queue_url": {"S": manifest.queue_url},
+            **{k: {"S": created} for k in ("created_at", "started_at", "run", "counting")},
+            "tasks_planned": {"N": str(total)},
+            "tasks_sent": {"N": str(total)},
+        }
         with self.lock:
             self.messages += total
         return {"tasks": total, "partitions": len(index)}
+
+    # -- DynamoDB (the job records) ------------------------------------------------------------
+
+    def record_items(self, ids: list[str]) -> list[dict]:
+        """The job items and counter shards asked for, the counts as workers would have made
+        them: every done task of the job in shard 0."""
+        items = []
+        with self.lock:
+            for item_id in ids:
+                job, _, shard = item_id.partition("#")
+                if job not in self.job_items:
+                    continue
+                total, images = self.job_tasks.get(job, (0, 0))
+                done, done_images = self.job_done.get(job, (0, 0))
+                counting = self.job_items[job]["counting"]
+                if not shard:
+                    item = dict(self.job_items[job])
+                    if total:
+                        state = "complete" if done >= total else "running"
+                        item |= {
+                            "state": {"S": state},
+                            "tasks_total": {"N": str(total)},
+                            "images_total": {"N": str(images)},
+                        }
+                    items.append(item)
+                    continue
+                first = shard == "0"
+                counts = {
+                    "tasks_done": done if first else 0,
+                    "tasks_cancelled": 0,
+                    "tasks_finished": done if first else 0,
+                    "images_ok": done_images if first else 0,
+                    "images_failed": 0,
+                }
+                items.append(
+                    {
+                        "id": {"S": item_id},
+                        "counting": counting,
+                        **{k: {"N": str(v)} for k, v in counts.items()},
+                    }
+                )
+        return items
+
+    def dynamodb(self, op: str, req: dict) -> tuple[int, dict]:
+        table = req.get("TableName")
+        if op == "TransactWriteItems":
+            for entry in req["TransactItems"]:
+                item = entry.get("Put", {}).get("Item", {})
+                if "listing" in item:
+                    with self.lock:
+                        self.job_items[item["id"]["S"]] = item
+            return 200, {}
+        if op == "UpdateItem":
+            return 200, {}
+        if op == "GetItem":
+            found = self.record_items([req["Key"]["id"]["S"]])
+            return 200, {"Item": found[0]} if found else {}
+        if op == "BatchGetItem":
+            ((table, asked),) = req["RequestItems"].items()
+            found = self.record_items([k["id"]["S"] for k in asked["Keys"]])
+            return 200, {"Responses": {table: found}, "UnprocessedKeys": {}}
+        if op == "Query":
+            return 200, {"Items": [], "Count": 0, "ScannedCount": 0}
+        return 400, {"__type": "UnknownOperationException", "message": f"{op} ({table})"}
 
     def queue_attributes(self, name: str, wanted: list[str]) -> dict[str, str]:
         if name == DLQ:
@@ -500,9 +599,19 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         target = self.headers.get("X-Amz-Target")
         body = self._body()
-        if target and target.startswith("AmazonSSM"):
-            body = json.dumps({"__type": "ParameterNotFound", "message": "no parameters here"})
-            self._reply(400, body.encode(), "application/x-amz-json-1.1")
+        if target and target.startswith("AmazonSSM"):  # no deployed stack to discover
+            op = target.split(".")[-1]
+            status, answer = self._timed(
+                "sqs",
+                op,
+                lambda: (400, {"__type": "ParameterNotFound", "message": "no parameters here"}),
+            )
+            self._reply(status, json.dumps(answer).encode(), "application/x-amz-json-1.1")
+        elif target and target.startswith("DynamoDB_"):
+            op = target.split(".")[-1]
+            req = json.loads(body or b"{}")
+            status, answer = self._timed("dynamodb", op, lambda: self.sim.dynamodb(op, req))
+            self._reply(status, json.dumps(answer).encode(), "application/x-amz-json-1.0")
         elif target:
             self._sqs(target.split(".")[-1], json.loads(body or b"{}"))
         elif self.path.startswith("/_sim/"):

@@ -1,5 +1,9 @@
 """ECS cluster with Fargate and Fargate Spot, and optionally GPU EC2 capacity: an Auto Scaling
-group on the ECS GPU-optimised AMI (from its public SSM parameter) with managed scaling."""
+group on the ECS GPU-optimised AMI (from its public SSM parameter) with managed scaling.
+
+GPU hosts are hardened as the tasks are: IMDSv2 only, with a hop limit of 1 so a container cannot
+reach the instance's credentials through the metadata service, and ``ECS_AWSVPC_BLOCK_IMDS``
+so awsvpc tasks cannot reach it at all; an encrypted root volume; no public IP."""
 
 from __future__ import annotations
 
@@ -13,6 +17,18 @@ import pulumi_aws as aws
 from infra.policies import assume_role
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+ROOT_DEVICE = "/dev/xvda"  # the Amazon Linux 2023 ECS AMIs' root volume
+
+
+def ecs_config(cluster: str) -> str:
+    """The GPU host's /etc/ecs/ecs.config lines, as user data."""
+    settings = {
+        "ECS_CLUSTER": cluster,
+        "ECS_ENABLE_GPU_SUPPORT": "true",
+        "ECS_AWSVPC_BLOCK_IMDS": "true",  # tasks never see the instance's metadata service
+    }
+    lines = "".join(f"echo {k}={v} >> /etc/ecs/ecs.config\n" for k, v in settings.items())
+    return "#!/bin/bash\n" + lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,19 +84,37 @@ class Cluster(pulumi.ComponentResource):
         )
         profile = aws.iam.InstanceProfile(f"{name}-gpu-instance", role=role.name, opts=child)
         user_data = self.cluster.name.apply(
-            lambda cluster: base64.b64encode(
-                f"#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n"
-                "echo ECS_ENABLE_GPU_SUPPORT=true >> /etc/ecs/ecs.config\n".encode()
-            ).decode()
+            lambda cluster: base64.b64encode(ecs_config(cluster).encode()).decode()
         )
         template = aws.ec2.LaunchTemplate(
             f"{name}-gpu",
             image_id=ami,
             instance_type=args.gpu_instance_type,
             iam_instance_profile={"arn": profile.arn},
-            vpc_security_group_ids=[args.security_group_id],
+            network_interfaces=[
+                {
+                    "device_index": 0,
+                    "associate_public_ip_address": "false",
+                    "security_groups": [args.security_group_id],
+                    "delete_on_termination": "true",
+                }
+            ],
             user_data=user_data,
-            metadata_options={"http_tokens": "required"},
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+            },
+            block_device_mappings=[
+                {
+                    "device_name": ROOT_DEVICE,
+                    "ebs": {
+                        "encrypted": "true",
+                        "volume_type": "gp3",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
             opts=child,
         )
         group = aws.autoscaling.Group(

@@ -16,6 +16,10 @@ from infra.policies import assume_role, execution_policy, task_policy
 class WorkerRolesArgs:
     queue_arn: pulumi.Input[str]
     dlq_arn: pulumi.Input[str]
+    live_queue_arn: pulumi.Input[str]
+    live_dlq_arn: pulumi.Input[str]
+    events_topic_arn: pulumi.Input[str]
+    topic_key_arn: pulumi.Input[str] | None  # the events topic's key; None: it has none
     results_bucket: pulumi.Input[str]
     models_bucket: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
@@ -30,38 +34,32 @@ class WorkerRoles(pulumi.ComponentResource):
     ) -> None:
         super().__init__("posefleet:iam:WorkerRoles", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ecs_tasks = json.dumps(assume_role("ecs-tasks.amazonaws.com"))
+        region = aws.get_region_output().region
+        account = aws.get_caller_identity_output().account_id
+        # ECS may assume these roles only for this account's tasks (confused deputy).
+        ecs_tasks = pulumi.Output.all(account, region).apply(
+            lambda v: json.dumps(assume_role("ecs-tasks.amazonaws.com", account=v[0], region=v[1]))
+        )
         self.task_role = aws.iam.Role(f"{name}-task", assume_role_policy=ecs_tasks, opts=child)
         self.execution_role = aws.iam.Role(
             f"{name}-execution", assume_role_policy=ecs_tasks, opts=child
         )
-        region = aws.get_region_output().region
-        account = aws.get_caller_identity_output().account_id
         aws.iam.RolePolicy(
             f"{name}-task-policy",
             role=self.task_role.id,
             policy=pulumi.Output.all(
-                args.queue_arn,
-                args.results_bucket,
-                args.models_bucket,
-                args.cluster_name,
-                region,
-                account,
-                args.dlq_arn,
-            ).apply(
-                lambda v: json.dumps(
-                    task_policy(
-                        queue_arn=v[0],
-                        results_bucket=v[1],
-                        models_bucket=v[2],
-                        cluster_name=v[3],
-                        region=v[4],
-                        account=v[5],
-                        dlq_arn=v[6],
-                        input_buckets=args.input_buckets,
-                    )
-                )
-            ),
+                queue_arn=args.queue_arn,
+                dlq_arn=args.dlq_arn,
+                live_queue_arn=args.live_queue_arn,
+                live_dlq_arn=args.live_dlq_arn,
+                events_topic_arn=args.events_topic_arn,
+                topic_key_arn=args.topic_key_arn,
+                results_bucket=args.results_bucket,
+                models_bucket=args.models_bucket,
+                cluster_name=args.cluster_name,
+                region=region,
+                account=account,
+            ).apply(lambda v: json.dumps(task_policy(**v, input_buckets=args.input_buckets))),
             opts=child,
         )
         aws.iam.RolePolicy(

@@ -1,6 +1,11 @@
 """Dashboard, alarms and the SNS topic they notify. The dashboard's widgets are defined once in
-posefleet.dashboard (the local fleet renders the same ones); every posefleet metric named here
-comes from posefleet.metric_names, the module the worker emits from."""
+posefleet.dashboard (the local fleet renders the same ones), both lanes drawn; every posefleet
+metric named here comes from posefleet.metric_names, the module the worker emits from.
+
+Alarms: dead letters on either lane, the backfill queue's oldest message, the failure rate, work
+queued with no progress, and live latency (p95 of ``EndToEndLatency`` with ``Lane=live``, upload
+to label, above ``liveLatencyAlarmSeconds`` in 3 of 5 minutes: one cold start's slow minute does
+not raise it, a fleet that cannot keep up does)."""
 
 from __future__ import annotations
 
@@ -21,12 +26,15 @@ from posefleet.dashboard import (
     Widget,
     widgets,
 )
+from posefleet.resources import Lane
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservabilityArgs:
-    queue_name: pulumi.Input[str]
+    queue_name: pulumi.Input[str]  # the backfill lane's queues
     dlq_name: pulumi.Input[str]
+    live_queue_name: pulumi.Input[str]
+    live_dlq_name: pulumi.Input[str]
     cluster_name: pulumi.Input[str]
     service_name: pulumi.Input[str]
     metrics_service: str
@@ -34,7 +42,9 @@ class ObservabilityArgs:
     oldest_message_alarm_seconds: int
     failure_rate_alarm_percent: float
     no_progress_minutes: int
+    live_latency_alarm_seconds: float = 30.0  # p95 upload -> label
     alarm_email: str | None = None
+    topic_key_arn: pulumi.Input[str] | None = None  # customer KMS key (SNS.1); None: unencrypted
 
 
 def _metrics_json(widget: Widget, period: int) -> list[list[Any]]:
@@ -75,12 +85,16 @@ def dashboard_body(
     service: str,
     metrics_service: str,
     gpu: bool,
+    live_queue: str | None = None,
+    live_dlq: str | None = None,
     period: int = PERIOD_SECONDS,
 ) -> dict:
     """The CloudWatch dashboard JSON of :func:`posefleet.dashboard.widgets`."""
     defined = widgets(
         queue=queue,
         dlq=dlq,
+        live_queue=live_queue,
+        live_dlq=live_dlq,
         cluster=cluster,
         service=service,
         metrics_service=metrics_service,
@@ -130,7 +144,9 @@ class Observability(pulumi.ComponentResource):
     ) -> None:
         super().__init__("posefleet:observability:Observability", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.topic = aws.sns.Topic(f"{name}-alarms", opts=child)
+        self.topic = aws.sns.Topic(
+            f"{name}-alarms", kms_master_key_id=args.topic_key_arn, opts=child
+        )
         if args.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarm-email",
@@ -141,18 +157,16 @@ class Observability(pulumi.ComponentResource):
             )
         region = aws.get_region_output().region
         body = pulumi.Output.all(
-            region, args.queue_name, args.dlq_name, args.cluster_name, args.service_name
+            region=region,
+            queue=args.queue_name,
+            dlq=args.dlq_name,
+            live_queue=args.live_queue_name,
+            live_dlq=args.live_dlq_name,
+            cluster=args.cluster_name,
+            service=args.service_name,
         ).apply(
             lambda v: json.dumps(
-                dashboard_body(
-                    region=v[0],
-                    queue=v[1],
-                    dlq=v[2],
-                    cluster=v[3],
-                    service=v[4],
-                    metrics_service=args.metrics_service,
-                    gpu=args.gpu,
-                )
+                dashboard_body(**v, metrics_service=args.metrics_service, gpu=args.gpu)
             )
         )
         self.dashboard = aws.cloudwatch.Dashboard(
@@ -160,19 +174,42 @@ class Observability(pulumi.ComponentResource):
         )
         actions = [self.topic.arn]
         alarm = {"alarm_actions": actions, "ok_actions": actions, "opts": child}
-        svc = {"Service": args.metrics_service}
+        svc = {m.DIM_SERVICE: args.metrics_service}
         self.alarms = [
+            *(
+                aws.cloudwatch.MetricAlarm(
+                    f"{name}-{lane}dead-letters",
+                    alarm_description=f"Tasks are in the {lane}dead-letter queue: "
+                    "see docs/operations.md.",
+                    namespace=SQS_NAMESPACE,
+                    metric_name=QUEUE_VISIBLE,
+                    dimensions={DIM_QUEUE_NAME: dlq},
+                    statistic="Maximum",
+                    period=60,
+                    evaluation_periods=1,
+                    comparison_operator="GreaterThanThreshold",
+                    threshold=0,
+                    treat_missing_data="notBreaching",
+                    **alarm,
+                )
+                for lane, dlq in (("", args.dlq_name), ("live-", args.live_dlq_name))
+            ),
             aws.cloudwatch.MetricAlarm(
-                f"{name}-dead-letters",
-                alarm_description="Tasks are in the dead-letter queue: see docs/operations.md.",
-                namespace=SQS_NAMESPACE,
-                metric_name=QUEUE_VISIBLE,
-                dimensions={DIM_QUEUE_NAME: args.dlq_name},
-                statistic="Maximum",
+                f"{name}-live-latency",
+                alarm_description=(
+                    f"Live photos take more than {args.live_latency_alarm_seconds:g} s from upload "
+                    "to label (p95, 3 of 5 minutes): workers too few, cold, or behind. See the "
+                    "live lane on the dashboard and docs/operations.md."
+                ),
+                namespace=m.NAMESPACE,
+                metric_name=m.END_TO_END_LATENCY,
+                dimensions={**svc, m.DIM_LANE: str(Lane.LIVE)},
+                extended_statistic="p95",
                 period=60,
-                evaluation_periods=1,
+                evaluation_periods=5,
+                datapoints_to_alarm=3,
                 comparison_operator="GreaterThanThreshold",
-                threshold=0,
+                threshold=args.live_latency_alarm_seconds * 1000,  # the metric is in ms
                 treat_missing_data="notBreaching",
                 **alarm,
             ),
@@ -211,23 +248,27 @@ class Observability(pulumi.ComponentResource):
             ),
             aws.cloudwatch.MetricAlarm(
                 f"{name}-no-progress",
-                alarm_description="Work is queued, no image processed: workers down or stuck.",
+                alarm_description="Work is queued on either lane, no image processed: workers "
+                "down or stuck.",
                 comparison_operator="GreaterThanOrEqualToThreshold",
                 threshold=1,
                 evaluation_periods=args.no_progress_minutes,
                 treat_missing_data="notBreaching",
                 metric_queries=[
-                    _query(
-                        "visible",
-                        SQS_NAMESPACE,
-                        QUEUE_VISIBLE,
-                        {DIM_QUEUE_NAME: args.queue_name},
-                        "Maximum",
+                    *(
+                        _query(
+                            qid, SQS_NAMESPACE, QUEUE_VISIBLE, {DIM_QUEUE_NAME: queue}, "Maximum"
+                        )
+                        for qid, queue in (
+                            ("visible", args.queue_name),
+                            ("live_visible", args.live_queue_name),
+                        )
                     ),
                     _query("processed", m.NAMESPACE, m.IMAGES_PROCESSED, svc, "Sum"),
                     {
                         "id": "stuck",
-                        "expression": "IF(visible > 0 AND FILL(processed, 0) == 0, 1, 0)",
+                        "expression": "IF(visible + live_visible > 0 AND FILL(processed, 0) == 0,"
+                        " 1, 0)",
                         "label": "Queued, no progress",
                         "return_data": True,
                     },

@@ -1,4 +1,7 @@
-"""Tasks queue and its dead-letter queue, with posefleet.resources' settings."""
+"""One lane's queue and its dead-letter queue (``posefleet.resources.Lane``: the backfill lane and
+the live lane are each one of these, from the one ``QueueSpec``): encrypted (SSE-SQS), TLS only
+(each queue's policy denies any request not made over TLS), and S3 event notifications accepted
+only from the named buckets of this account (the live lane's, which uploads reach)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.policies import queue_policy
 from posefleet.resources import QueueSpec
 
 
@@ -44,31 +48,21 @@ class TaskQueue(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        if args.notifying_bucket_arns:
-            self.policy = aws.sqs.QueuePolicy(
-                f"{name}-s3-events",
-                queue_url=self.queue.url,
-                policy=self.queue.arn.apply(
-                    lambda arn: json.dumps(
-                        {
-                            "Version": "2012-10-17",
-                            "Statement": [
-                                {
-                                    "Sid": "S3EventNotifications",
-                                    "Effect": "Allow",
-                                    "Principal": {"Service": "s3.amazonaws.com"},
-                                    "Action": "sqs:SendMessage",
-                                    "Resource": arn,
-                                    "Condition": {
-                                        "ArnLike": {
-                                            "aws:SourceArn": list(args.notifying_bucket_arns)
-                                        }
-                                    },
-                                }
-                            ],
-                        }
+        account = aws.get_caller_identity_output().account_id
+        self.policies = [
+            aws.sqs.QueuePolicy(
+                f"{name}-{part}-policy",
+                queue_url=queue.url,
+                policy=pulumi.Output.all(queue.arn, account).apply(
+                    lambda v, notifying=notifying: json.dumps(
+                        queue_policy(queue_arn=v[0], account=v[1], notifying_bucket_arns=notifying)
                     )
                 ),
                 opts=child,
             )
+            for part, queue, notifying in (
+                ("tasks", self.queue, args.notifying_bucket_arns),
+                ("dlq", self.dlq, ()),
+            )
+        ]
         self.register_outputs({"queue_url": self.queue.url, "dlq_url": self.dlq.url})

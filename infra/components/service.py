@@ -1,4 +1,12 @@
-"""The worker's task definition and ECS service (CPU on Fargate/Fargate Spot, or GPU on EC2)."""
+"""The worker's task definition and ECS service (CPU on Fargate/Fargate Spot, or GPU on EC2).
+
+The container runs as it would in any hardened runtime: a read-only root filesystem (Security
+Hub ECS.5, checkov CKV_AWS_336) with a volume at each path the worker writes (the model cache
+and ``/tmp``, declared ``VOLUME`` in the Dockerfile so ECS copies their owner and mode into the
+volume), the image's non-root user, every Linux capability dropped, no public IP (ECS.2), and
+the image named by digest. ``make image-test`` runs the image with these same settings, read
+from :func:`container_definitions` (tests/test_image.py).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,9 @@ class WorkerServiceArgs:
     memory: int
     spot_weight: int
     desired: int
+    # Tasks placed on Fargate Spot before the weights apply: the live lane's warm workers
+    # (liveMinWorkers), so that what they cost is Spot's price (docs/deploy.md).
+    spot_base: int = 0
     task_role_arn: pulumi.Input[str]
     execution_role_arn: pulumi.Input[str]
     log_group: pulumi.Input[str]
@@ -29,16 +40,28 @@ class WorkerServiceArgs:
 
 
 STOP_TIMEOUT = 120  # ECS's maximum; the worker's drain grace stays under it
+USER = "10001:10001"  # the image's posefleet user (Dockerfile)
+MODEL_CACHE = "/home/posefleet/models"
+# The only paths the worker writes on its read-only root: volume name -> path in the container.
+WRITABLE_PATHS = {"tmp": "/tmp", "model-cache": MODEL_CACHE}
 
 
 def container_definitions(
     *, image: str, environment: dict[str, str], log_group: str, region: str, gpu: bool
 ) -> str:
+    environment = {**environment, "POSEFLEET_MODEL_CACHE_DIR": MODEL_CACHE, "TMPDIR": "/tmp"}
     container = {
         "name": "worker",
         "image": image,
         "essential": True,
         "stopTimeout": STOP_TIMEOUT,
+        "user": USER,
+        "readonlyRootFilesystem": True,
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}},
+        "mountPoints": [
+            {"sourceVolume": volume, "containerPath": path, "readOnly": False}
+            for volume, path in WRITABLE_PATHS.items()
+        ],
         "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
         "logConfiguration": {
             "logDriver": "awslogs",
@@ -79,6 +102,8 @@ class WorkerService(pulumi.ComponentResource):
             task_role_arn=args.task_role_arn,
             execution_role_arn=args.execution_role_arn,
             container_definitions=definitions,
+            # Task storage (Fargate: its ephemeral storage; EC2: a Docker volume), one per path.
+            volumes=[{"name": volume} for volume in WRITABLE_PATHS],
             opts=child,
         )
         if args.gpu:
@@ -87,7 +112,11 @@ class WorkerService(pulumi.ComponentResource):
             strategy = [{"capacity_provider": "FARGATE", "weight": 1, "base": 0}]
             if args.spot_weight > 0:
                 strategy.append(
-                    {"capacity_provider": "FARGATE_SPOT", "weight": args.spot_weight, "base": 0}
+                    {
+                        "capacity_provider": "FARGATE_SPOT",
+                        "weight": args.spot_weight,
+                        "base": args.spot_base,
+                    }
                 )
         self.service = aws.ecs.Service(
             f"{name}-service",

@@ -10,6 +10,10 @@ the queue has been empty a while, a parallel listing confirms it exactly. The po
 grows with the job: 2 s up to ``EXACT_TASKS`` tasks, then with the square root of the size, at
 most 30 s.
 
+With a job record (posefleet/job_record.py), each poll also reads it (one call): a job that
+reads ``cancelled`` or ``failed`` stops the follow (:class:`JobEnded`), since no more of its
+tasks will get a result.
+
 IAM: ``sqs:GetQueueAttributes`` (and ``sqs:GetQueueUrl``) on the tasks queue and its
 dead-letter queue.
 """
@@ -26,16 +30,21 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from posefleet.deadletter import dead_letter_url_of
+from posefleet.job_table import JobTable
 from producer.job import Job
 from producer.job.progress import EXACT_TASKS, FailureSample, JobProgress
 
-__all__ = ["Follower", "JobStalled", "follow", "poll_interval"]
+__all__ = ["Follower", "JobEnded", "JobStalled", "follow", "poll_interval", "queue_depths"]
 
 CONFIRM_EVERY = 5  # polls with an empty queue between exact confirmations
 
 
 class JobStalled(RuntimeError):
     """Tasks have no result, nothing is queued for them, and the dead-letter queue holds some."""
+
+
+class JobEnded(RuntimeError):
+    """The job's record says it was cancelled or failed: the rest of its tasks will not come."""
 
 
 DEPTH = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -49,6 +58,16 @@ def queue_depth(sqs: Any, url: str) -> int:
     """Visible plus in-flight messages (approximate, as SQS reports them)."""
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=DEPTH).get("Attributes", {})
     return sum(_depths(attrs))
+
+
+def queue_depths(sqs: Any, url: str) -> tuple[int, int, int]:
+    """Queued and in-flight messages of the queue, and its dead-letter queue's depth (0 without
+    one): three calls at most."""
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy", *DEPTH]).get(
+        "Attributes", {}
+    )
+    dlq = dead_letter_url_of(sqs, attrs)
+    return (*_depths(attrs), queue_depth(sqs, dlq) if dlq else 0)
 
 
 def poll_interval(tasks: int) -> float:
@@ -203,8 +222,10 @@ def follow(
     interval: float | None = None,
     timeout: float | None = None,
     stream: IO[str] | None = None,
+    records: JobTable | None = None,
 ) -> JobProgress:
-    """Poll until the job is complete; raises :class:`JobStalled` or ``TimeoutError``.
+    """Poll until the job is complete; raises :class:`JobStalled`, :class:`JobEnded` or
+    ``TimeoutError``.
 
     ``interval`` defaults to :func:`poll_interval` of the job's size."""
     stream = stream or sys.stderr
@@ -245,6 +266,13 @@ def follow(
                 print(view.line(), file=stream, flush=True)
             if progress.complete:
                 return progress
+            record = records.read(job.job_id) if records is not None else None
+            if record is not None and record.state in ("cancelled", "failed"):
+                raise JobEnded(
+                    f"job {job.job_id} was {record.state}"
+                    + (f" ({record.reason})" if record.reason else "")
+                    + f": {progress.tasks_remaining} of its tasks have no result"
+                )
             stalled_polls = (
                 stalled_polls + 1 if view.dead and view.queued + view.in_flight == 0 else 0
             )

@@ -1,5 +1,13 @@
 """A job's plan, written as it goes (the layout is in posefleet/layout.py's docstring).
 
+**Task size by size.** A partition's first shard (``SHARD_TASKS`` tasks) holds small tasks
+(``task_size``, 20 by default), the rest large ones (``large_task_size``, 100): a small job
+keeps small tasks, so it spreads over the fleet, and a large one sends five times fewer
+messages and result objects (one PUT, receive, delete and count per task). The switch depends
+on the partition's keys alone, never on timing, so a re-run plans the same task ids; and every
+task of a partition still has a size known from its index (``PartitionSummary``), which is
+what progress and export count images by (taskspace.py).
+
 :class:`PartitionPlanner` cuts one partition's keys into tasks (ids by
 ``posefleet.task.make_task_id``) and the tasks into shards of ``SHARD_TASKS``;
 :class:`PlanStore` writes and reads the shards, their ``.sent`` markers, ``partition.json`` and
@@ -79,19 +87,27 @@ class PartitionPlanner:
         bucket: str,
         task_size: int,
         results: str,
+        large_task_size: int | None = None,
         next_task: int = 0,
         next_shard: int = 0,
         images_before: int = 0,
         split_at: str | None = None,
         split_hi: str | None = None,
     ) -> None:
-        if task_size < 1:
-            raise ValueError("task_size must be at least 1")
+        if task_size < 1 or (large_task_size is not None and large_task_size < 1):
+            raise ValueError("task_size and large_task_size must be at least 1")
         self.part, self.job_id, self.bucket = part, job_id, bucket
         self.task_size, self.results = task_size, results
+        self.large_task_size = large_task_size
         self.next_task, self.next_shard, self.images_before = next_task, next_shard, images_before
         self.split_at, self.split_hi = split_at, split_hi
         self._pending: list[str] = []
+
+    def _size(self) -> int:
+        """Keys per task of the next shard: small in the first, large after."""
+        if self.large_task_size is not None and self.next_task >= SHARD_TASKS:
+            return self.large_task_size
+        return self.task_size
 
     def _shard(self, keys: list[str]) -> Shard:
         tasks = list(
@@ -99,7 +115,7 @@ class PartitionPlanner:
                 job_id=self.job_id,
                 bucket=self.bucket,
                 keys=keys,
-                task_size=self.task_size,
+                task_size=self._size(),
                 results=self.results,
                 enqueued_at=time.time(),
                 partition=self.part.id,
@@ -128,8 +144,7 @@ class PartitionPlanner:
 
     def add(self, keys: Iterable[str]) -> Iterator[Shard]:
         self._pending.extend(keys)
-        per_shard = self.task_size * SHARD_TASKS
-        while len(self._pending) >= per_shard:
+        while len(self._pending) >= (per_shard := self._size() * SHARD_TASKS):
             head, self._pending = self._pending[:per_shard], self._pending[per_shard:]
             yield self._shard(head)
 
@@ -144,6 +159,7 @@ class PartitionPlanner:
             tasks=self.next_task,
             images=self.images_before,
             shards=self.next_shard,
+            large_task_size=self.large_task_size if self.next_task > SHARD_TASKS else None,
             lo=self.part.lo,
             hi=self.part.hi,
             depth=self.part.depth,

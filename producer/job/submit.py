@@ -20,8 +20,17 @@ senders stop between batches and record how far they got in ``<shard>.part``. Su
 complete job again plans it afresh and sends every task again (with ``--skip-done``: those
 without a result).
 
-IAM: the sources' (producer/sources.py), ``sqs:SendMessage`` on the queue, and PutObject,
-GetObject, ListBucket and DeleteObject on the results prefix.
+**The job record** (record.py, :class:`SubmitRecord`): created (or restarted) with the first
+shard, before any task is sent; the counts so far are written to it every few seconds, and its
+state read every second: once it says ``cancelling`` (``python -m producer cancel``) the
+senders stop between batches, as on Ctrl-C, and the total becomes what was sent. When every
+task is sent the total is set and the job settled (an empty job, or one whose every task is
+already done, ends here). A cancelled or failed job submitted again resumes with its counts:
+only tasks without a result are sent (``--skip-done``); a cancelled one is planned afresh (the
+same task ids), since the tasks it had sent were acknowledged without work.
+
+IAM: the sources' (producer/sources.py), ``sqs:SendMessage`` on the queue, PutObject,
+GetObject, ListBucket and DeleteObject on the results prefix, and the record's (record.py).
 """
 
 from __future__ import annotations
@@ -36,27 +45,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from posefleet.events import EventChannel
+from posefleet.job_record import JobRecord
+from posefleet.job_table import JobTable
 from posefleet.layout import SHARD_TASKS, Manifest, PartitionSummary, ResultsLocation
+from posefleet.result import load_lines
 from posefleet.task import TaskMessage, split_task_id, task_id_position
 from producer.job import Job, JobNotFound
 from producer.job.plan import PartitionPlanner, PartitionState, Shard
-from producer.job.record import write_manifest
+from producer.job.record import JobConflict, SubmitRecord, write_manifest
 from producer.listing import list_range
 from producer.send import send_tasks
 from producer.sources import Partition, Position, Source
 
 __all__ = [
-    "JobConflict",
     "Submission",
     "SubmitOptions",
     "default_job_id",
 ]
 
 MANIFEST_EVERY = 5.0  # seconds between rewrites of an in-progress manifest
-
-
-class JobConflict(ValueError):
-    """The job id names an unfinished job of another source or task size."""
 
 
 class _Stopped(Exception):
@@ -76,6 +84,7 @@ class SubmitOptions:
     location: ResultsLocation
     queue_url: str
     model: str
+    large_task_size: int | None = None  # past each partition's first shard (plan.py)
     dry_run: bool = False
     skip_done: bool = False
     listers: int = 16
@@ -84,6 +93,8 @@ class SubmitOptions:
     def __post_init__(self) -> None:
         if self.task_size < 1 or self.listers < 1 or self.senders < 1:
             raise ValueError("task_size, listers and senders must each be at least 1")
+        if self.large_task_size is not None and self.large_task_size < 1:
+            raise ValueError("large_task_size must be at least 1 (or None)")
 
 
 @dataclass(slots=True)
@@ -98,8 +109,10 @@ class SubmitResult:
     partitions: int = 0
     resumed: bool = False
     interrupted: bool = False
+    cancelled: bool = False  # the job was cancelled while it was being sent
     first_task: TaskMessage | None = None
     manifest: Manifest | None = None
+    ended: JobRecord | None = None  # the job's final record, if this submit ended it
 
 
 class _Work:
@@ -152,8 +165,12 @@ class Submission:
         source: Source,
         options: SubmitOptions,
         on_progress: Callable[[int, int, int], None] | None = None,
+        records: JobTable | None = None,
+        events: EventChannel | None = None,
     ) -> None:
         self.s3, self.sqs = s3, sqs
+        self.record = SubmitRecord(None if options.dry_run else records, events, options.job_id)
+        self.skip_done = options.skip_done
         self.source, self.o = source, options
         self.location = options.location
         self.job = Job(s3=s3, location=self.location, job_id=options.job_id)
@@ -182,6 +199,7 @@ class Submission:
             tasks=c.tasks,
             images=c.images,
             task_size=self.o.task_size,
+            large_task_size=self.o.large_task_size,
             queue_url=self.o.queue_url,
             model=self.o.model,
             created_at=self.created_at,
@@ -200,8 +218,19 @@ class Submission:
         leaves no job behind)."""
         with self.lock:
             if not self.manifest_written:
+                self._begin()
                 self._write_manifest(self._manifest(complete=False))
                 self.manifest_written = True
+
+    def _begin(self) -> None:
+        self.record.begin(
+            source=self.source.description,
+            model=self.o.model,
+            task_size=self.o.task_size,
+            results=self.job.results_uri,
+            manifest=self.job.manifest_uri,
+            queue_url=self.o.queue_url,
+        )
 
     def _prepare(self) -> None:
         if self.o.dry_run:
@@ -210,17 +239,25 @@ class Submission:
             existing: Manifest | None = self.job.reload()
         except JobNotFound:
             existing = None
-        if existing is not None and not existing.complete:
-            if (existing.source, existing.task_size) != (self.source.description, self.o.task_size):
+        self.skip_done = self.record.prepare(manifest=existing, skip_done=self.o.skip_done)
+        if existing is None:
+            return
+        cancelled = self.record.seen is not None and self.record.seen.state == "cancelled"
+        if not existing.complete or cancelled:  # the same ids: the same source and sizes
+            asked = (self.source.description, self.o.task_size, self.o.large_task_size)
+            if (existing.source, existing.task_size, existing.large_task_size) != asked:
                 raise JobConflict(
                     f"job {self.o.job_id} was started from {existing.source} with task size "
-                    f"{existing.task_size}; resume it with the same source and --task-size, "
-                    "or choose another --job-id"
+                    f"{existing.task_size} (then {existing.large_task_size}); resume it with the "
+                    "same source and --task-size, or choose another --job-id"
                 )
             self.created_at = existing.created_at
-            self.resume = self.store.scan()
-        elif existing is not None:
+        if existing.complete or cancelled:
+            # planned afresh (the same task ids); a cancelled job's sent tasks went without
+            # work, so every task without a result is sent again (skip_done)
             self.store.clear()
+        else:
+            self.resume = self.store.scan()
 
     # -- listers ------------------------------------------------------------------------
     def _fail(self, e: BaseException) -> None:
@@ -313,6 +350,7 @@ class Submission:
             job_id=self.o.job_id,
             bucket=self.source.bucket,
             task_size=self.o.task_size,
+            large_task_size=self.o.large_task_size,
             results=self.location.uri,
             split_at=at.split_at,
             split_hi=at.split_hi,
@@ -381,8 +419,10 @@ class Submission:
                 h.partition == self.first_partition and h.shard == 0 and not shard.stored
             ):
                 self.first_task = tasks[0]
-        if self.o.skip_done:
+        if self.skip_done:
             done = self._done_in(shard)
+            if self.record.counts_skipped and not self.o.dry_run:
+                self._count_done([t for t in tasks if t.task_id in done])
             tasks = [t for t in tasks if t.task_id not in done]
             with self.lock:
                 self.counts.skipped += len(shard.tasks) - len(tasks)
@@ -403,6 +443,11 @@ class Submission:
                 self.store.mark_part_sent(h.partition, h.shard, through)
             raise _Stopped
         self.store.mark_sent(h.partition, h.shard)
+
+    def _count_done(self, tasks: list[TaskMessage]) -> None:
+        for task in tasks:
+            body = self.s3.get_object(Bucket=self.location.bucket, Key=task.result_key)["Body"]
+            self.record.count_done(task, load_lines(body.read()))
 
     def _count_sent(self, n: int) -> None:
         with self.lock:
@@ -427,10 +472,18 @@ class Submission:
                 return
 
     # -- the run ------------------------------------------------------------------------
+    @property
+    def _on_queue(self) -> int:
+        """Tasks on the queue or done: sent by this run or an earlier one, or skipped."""
+        c = self.counts
+        return c.sent + c.skipped + c.already_sent
+
     def _tick(self, last_write: float) -> float:
         c = self.counts
         if self.on_progress:
-            self.on_progress(c.images, c.tasks, c.sent + c.skipped + c.already_sent)
+            self.on_progress(c.images, c.tasks, self._on_queue)
+        if self.record.tick(planned=c.tasks, sent=self._on_queue):
+            self.stop.set()  # cancelled: the senders stop between batches
         now = time.monotonic()
         if self.manifest_written and now - last_write >= MANIFEST_EVERY:
             with self.lock:
@@ -480,16 +533,29 @@ class Submission:
             for t in (*listers, *senders):
                 t.join(timeout=30)
         result = self._result(interrupted)
-        if self.error is not None or interrupted:
+        cancelled = self.record.cancelled and self.error is None and not interrupted
+        if self.error is not None or interrupted or cancelled:
             if self.manifest_written:
                 self._write_manifest(self._manifest(complete=False))
             if self.error is not None:
+                self.record.failed(
+                    str(self.error), tasks_sent=self._on_queue, images=self.counts.images
+                )
                 raise self.error
+            if cancelled:
+                result.cancelled = True
+                result.ended = self.record.sent_all(
+                    tasks=self._on_queue, images=self.counts.images, sent=self._on_queue
+                )
             return result
         if not self.o.dry_run and self.counts.images:
             partitions = self.store.put_index(self.counts.summaries.values())
             result.manifest = self._manifest(complete=True, partitions=partitions)
             self._write_manifest(result.manifest)
+        if not self.o.dry_run:
+            self._begin()  # an empty job gets its record here, and ends at once
+            c = self.counts
+            result.ended = self.record.sent_all(tasks=c.tasks, images=c.images, sent=self._on_queue)
         return result
 
     def _result(self, interrupted: bool) -> SubmitResult:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from posefleet.layout import SHARD_TASKS
 from posefleet.task import split_task_id, task_id_position
 
 if TYPE_CHECKING:
@@ -28,19 +29,31 @@ __all__ = ["TaskSpace"]
 @dataclass(frozen=True, slots=True)
 class Segment:
     """One partition's tasks: ids from ``make_task_id(index, keys, partition)``, ``index`` in
-    ``range(tasks)``; each holds ``task_size`` images but the last, which holds the rest."""
+    ``range(tasks)``; each holds ``task_size`` images (``large_task_size`` past the first
+    shard, if set) but the last, which holds the rest."""
 
     partition: str
     tasks: int
     images: int
     task_size: int
+    large_task_size: int | None = None
 
     def start_after(self, index: int) -> str:
         """A listing position just before task ``index``'s result key (relative to tasks/)."""
         return task_id_position(index, self.partition)
 
+    def _before(self, index: int) -> int:
+        """Images of the tasks before task ``index``."""
+        if self.large_task_size is None or index <= SHARD_TASKS:
+            return self.task_size * index
+        return self.task_size * SHARD_TASKS + self.large_task_size * (index - SHARD_TASKS)
+
     def images_of(self, index: int) -> int:
-        return self.task_size if index < self.tasks - 1 else self.images - self.task_size * index
+        return (
+            self._before(index + 1) - self._before(index)
+            if index < self.tasks - 1
+            else (self.images - self._before(index))
+        )
 
 
 class TaskSpace:
@@ -71,7 +84,7 @@ class TaskSpace:
                 f"job {manifest.job_id} is still being submitted (its plan is not complete)"
             )
         return cls(
-            Segment(p.partition, p.tasks, p.images, manifest.task_size)
+            Segment(p.partition, p.tasks, p.images, manifest.task_size, p.large_task_size)
             for p in job.plan.partitions()
         )
 
