@@ -203,6 +203,15 @@ def test_a_burst_decodes_to_its_primary_image():
     assert away[2] < 6 and min(away[:2]) > 4 * away[2], away
 
 
+def test_an_animated_avif_decodes_to_its_first_frame():
+    frames = [marked(seed=s) for s in (1, 2, 3)]
+    out = io.BytesIO()
+    frames[0].save(out, "AVIF", save_all=True, append_images=frames[1:], quality=90, speed=10)
+    assert Image.open(io.BytesIO(out.getvalue())).n_frames == 3
+    away = [distance(out.getvalue(), f) for f in frames]
+    assert away[0] < 6 and min(away[1:]) > 4 * away[0], away
+
+
 @pytest.mark.parametrize(
     ("aux_type", "listed"),
     [
