@@ -242,6 +242,7 @@ def run_posefleet(
     batch: int,
     draft: bool,
     backend: str = "torch",
+    prefix: str = "bench/",
 ) -> dict:
     suffix = f"{label}-{int(time.time())}"
     queues = bootstrap(
@@ -270,7 +271,7 @@ def run_posefleet(
             "--bucket",
             "bench-input",
             "--prefix",
-            "bench/",
+            prefix,
             "--job-id",
             "bench",
             "--task-size",
@@ -392,6 +393,14 @@ def cost_lines(rates: dict[str, float], baseline_seconds_per_image: float) -> li
         "for a measured R images/s; at R = 500 that is "
         f"${G5_XLARGE_HOUR * 1e6 / 3600 / 500:.2f} plus the same requests.",
     ]
+
+
+def write_between(doc: Path, start: str, end: str, section: str) -> None:
+    """Put ``section`` between the ``start`` and ``end`` markers of ``doc``, if it has them."""
+    text = doc.read_text() if doc.exists() else ""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        doc.write_text(head + start + "\n" + section + "\n" + end + rest.split(end, 1)[1])
 
 
 def machine() -> str:
@@ -607,11 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = "\n".join(lines)
     print(table)
-    if not args.no_doc and DOC.exists():
-        text = DOC.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            DOC.write_text(head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+    if not args.no_doc:
+        write_between(DOC, START, END, table)
     (OUT / "last.json").write_text(
         json.dumps(
             {

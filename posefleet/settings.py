@@ -21,7 +21,23 @@ from posefleet.resources import (
     DISCOVERY_PARAMETER,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# What posefleet.preprocess decodes (ALLOWED_FORMATS): phones write .heic (iPhone), .heif and
+# .hif (Android, cameras) and .avif besides .jpg.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".hif",
+    ".avif",
+)
+MAX_IMAGE_PIXELS = 60_000_000  # the default pixel limit of a decoded image (max_image_pixels)
 
 __all__ = ["CommonSettings", "FleetSettings", "ProducerSettings", "WorkerSettings", "explain"]
 
@@ -234,10 +250,18 @@ class WorkerSettings(CommonSettings):
         "job, a worker, this often).",
     )
     jpeg_draft: bool = Field(
-        default=True, description="Decode JPEGs at a reduced DCT scale (off: full decode, slower)."
+        default=True,
+        description="Decode JPEGs at a reduced DCT scale and HEIFs from their embedded "
+        "thumbnail where it is at least the model's input size (off: full decode, slower; "
+        "docs/benchmarks.md).",
     )
     max_image_bytes: int = Field(default=40 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(default=60_000_000, ge=1)
+    max_image_pixels: int = Field(
+        default=MAX_IMAGE_PIXELS,
+        ge=1,
+        description="Images whose header declares more pixels are refused before decoding "
+        "(too_many_pixels); Pillow's own decompression-bomb guard is set to the same limit.",
+    )
     aws_max_attempts: int = Field(
         default=3,
         ge=1,

@@ -20,7 +20,13 @@ from posefleet.settings import TrainingSettings
 from tests.conftest import INPUT, MODELS
 from tests.helpers import all_lines, produce
 from training.card import ModelCard, card_path
-from training.data import LabelledImage, PoseDataset, download_labelled, stratified_split
+from training.data import (
+    LabelledImage,
+    PoseDataset,
+    download_labelled,
+    scan_folder,
+    stratified_split,
+)
 from training.metrics import classification_report
 from training.publish import PublishRefused, publish
 from training.synthetic import generate
@@ -66,6 +72,48 @@ def test_flips_take_the_mirror_label(tmp_path):
         pixels, label = flipping[i]
         if label == 1:
             assert torch.equal(pixels, torch.flip(plain[0][0], dims=[2]))
+
+
+def test_a_folder_of_phone_photos_trains_on_heic_and_avif_too(tmp_path):
+    from posefleet.preprocess import decode_image
+    from tests.images import heif, photo
+
+    # Given labelled photos as phones save them, some turned, beside a JPEG and a stray file
+    upright = {
+        name: photo((160, 120), seed=i, pose_id=pose)
+        for i, (name, pose) in enumerate(
+            [("22/IMG_0001.HEIC", "22"), ("22/b.avif", "22"), ("2/c.heif", "2"), ("2/d.hif", "2")]
+        )
+    }
+    files = {
+        "22/IMG_0001.HEIC": heif(upright["22/IMG_0001.HEIC"], transform=6),
+        "22/b.avif": heif(upright["22/b.avif"], transform=8, fmt="AVIF"),
+        "2/c.heif": heif(upright["2/c.heif"]),
+        "2/d.hif": heif(upright["2/d.hif"], transform=3),
+        "2/e.jpg": next(generate(1, seed=5, sizes=((160, 120),), pose_ids=("2",))).data,
+        "2/notes.txt": b"not a photo",
+    }
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+
+    # When training scans the folder and loads it
+    items = scan_folder(tmp_path)
+    dataset = PoseDataset(items, ClassMapping.for_poses(["2", "22"]), input_size=64)
+
+    # Then every photo is listed but the stray file, each decoded by the one preprocessing
+    # function, upright
+    listed = sorted(str(i.path.relative_to(tmp_path)) for i in items)
+    assert listed == sorted(set(files) - {"2/notes.txt"})
+    for i, item in enumerate(items):
+        pixels, label = dataset[i]
+        assert torch.equal(pixels, decode_image(item.path.read_bytes(), input_size=64).pixels)
+        assert label == (1 if item.pose_id == "22" else 0)
+        name = str(item.path.relative_to(tmp_path))
+        if name in upright:
+            expected = np.asarray(upright[name].resize((64, 64), Image.Resampling.BILINEAR))
+            diff = np.abs(pixels.permute(1, 2, 0).numpy().astype(np.float32) - expected).mean()
+            assert diff < 8, name
 
 
 def test_s3_download_resumes_and_counts_unlabeled(s3, queues, tmp_path):
