@@ -6,7 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live bench-faults soak hadolint
+.PHONY: demo fleet test test-fast lint format bench bench-scale bench-live bench-faults bench-cancel
+.PHONY: soak hadolint
 .PHONY: clean venv
 
 $(STAMP): pyproject.toml
@@ -64,6 +65,11 @@ bench-live: $(STAMP)
 bench-faults: $(STAMP)
 	$(PY) -m benchmarks.faults --faults 0.5 --images 300 --invalid 40
 	$(PY) -m benchmarks.faults --outage 120 --images 900
+
+# Cancelling a 2,000-image job on the local fleet: how soon the fleet stops on it, when its record
+# reads cancelled, and a job submitted after it (docs/benchmarks.md, "Cancelling a job").
+bench-cancel: $(STAMP)
+	$(PY) -m benchmarks.cancel
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --images 1000

@@ -147,13 +147,15 @@ class Fleet:
         os.environ.update(self.aws.env())
         try:
             self.s3, self.sqs, self.sns = client("s3"), client("sqs"), client("sns")
-            dynamodb = client("dynamodb")
+            self.dynamodb = client("dynamodb")
         finally:
             os.environ.clear()
             os.environ.update(saved)
         # the job records' table too (not kept across restarts: a job submitted again after one
         # gets a new record, and --skip-done counts what was done into it)
-        self.queues = bootstrap(self.s3, self.sqs, buckets=BUCKETS, sns=self.sns, dynamodb=dynamodb)
+        self.queues = bootstrap(
+            self.s3, self.sqs, buckets=BUCKETS, sns=self.sns, dynamodb=self.dynamodb
+        )
         if self.persist:
             from localfleet.mirror import BucketMirror
 
