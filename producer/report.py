@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import pillow_heif
 from PIL import Image, ImageOps
 
 from posefleet.result import ResultLine
@@ -27,7 +28,9 @@ BAR, LOW, OK = "#2f6fb0", "#d9822b", "#3a8f5c"
 
 
 def thumbnail(data: bytes, size: int = 160) -> str | None:
-    """A small JPEG data URI, or None if the bytes do not decode."""
+    """A small JPEG data URI, or None if the bytes do not decode (HEIC/HEIF through
+    pillow-heif, as the worker reads them; AVIF is Pillow's own)."""
+    pillow_heif.register_heif_opener()  # idempotent; the producer never imports preprocess
     try:
         image = Image.open(io.BytesIO(data))
         image.draft("RGB", (size, size))
