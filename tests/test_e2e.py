@@ -30,9 +30,9 @@ def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
     keys = upload(stack.s3, bucket=stack.input, files=files)
     stack.sqs.send_message(QueueUrl=stack.queues.queue_url, MessageBody="{not a task")
 
-    # When the producer enqueues the prefix and two workers serve it
+    # When the producer enqueues the prefix and three workers serve it, racing to finish it
     env = stack.env(POSEFLEET_MODEL=str(checkpoint_path), POSEFLEET_BATCH_SIZE="8")
-    workers = [processes.worker(f"w{i}", env, "--exit-when-idle", "4") for i in range(2)]
+    workers = [processes.worker(f"w{i}", env, "--exit-when-idle", "4") for i in range(3)]
     produce(stack, "job/", "e2e")
     for w in workers:
         assert w.popen.wait(timeout=240) == 0
@@ -56,6 +56,17 @@ def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
     # and the EMF metrics the workers printed account for every image
     processed = sum(doc.get("ImagesProcessed", 0) for w in workers for doc in w.emf())
     assert processed == len(keys)
+    # and exactly one of the three told the application the job is done, with its counts
+    from posefleet.events import JobFinished, parse_event
+
+    got = stack.sqs.receive_message(
+        QueueUrl=stack.queues.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", [])
+    finished = [e for e in (parse_event(m["Body"]) for m in got) if isinstance(e, JobFinished)]
+    assert [(e.job_id, e.state, e.images_ok, e.images_failed) for e in finished] == [
+        ("e2e", "complete", len(keys) - 2, 2)
+    ]
+    assert sum(1 for w in workers if w.events("job_finished")) == 1
 
 
 def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
