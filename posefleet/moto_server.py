@@ -109,6 +109,26 @@ def patch_transactions() -> None:
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def serialize_in_process() -> None:
+    """The same two changes for moto in a test's own process (``mock_aws``), where several
+    worker threads call DynamoDB at once: every DynamoDB request in turn, transactions checked
+    before they write. Idempotent."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_serialized", False):
+        return
+    patch_transactions()
+    lock = threading.Lock()
+    call_action = DynamoHandler.call_action
+
+    def serialized(self: Any) -> Any:
+        with lock:
+            return call_action(self)
+
+    serialized._serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = serialized  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -36,6 +36,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(k, raising=False)
     for k in [k for k in os.environ if k.startswith("POSEFLEET_")]:
         monkeypatch.delenv(k)
+    from posefleet.moto_server import serialize_in_process
+
+    serialize_in_process()  # worker threads call DynamoDB at once, as on moto's server
     with mock_aws():
         yield
 
