@@ -130,7 +130,9 @@ def save_checkpoint(
     return file_version(path)
 
 
-def save_initialised(path: Path, *, arch: str = "resnet50", seed: int = 0) -> str:
+def save_initialised(
+    path: Path, *, arch: str = "resnet50", seed: int = 0, input_size: int = 224
+) -> str:
     """An untrained model over every canonical pose, initialised from ``seed``: for tests, the
     demo's untrained mode and the benchmark, where what matters is a real network, not its skill."""
     torch.manual_seed(seed)
@@ -141,6 +143,7 @@ def save_initialised(path: Path, *, arch: str = "resnet50", seed: int = 0) -> st
         model=model,
         arch=arch,
         class_mapping=mapping,
+        preprocess=PreprocessSpec(input_size=input_size),
         metrics={"note": f"untrained, seed {seed}"},
     )
 

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from posefleet.aws import client
+from posefleet.aws import client, new_botocore_session
 from posefleet.events import EventChannel
 from posefleet.job_record import STATES, JobRecord, JobRecordCorrupt
 from posefleet.job_table import JobTable, table_missing
@@ -654,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().print_help()
         return EXIT_USAGE
     global _session
-    _session = botocore.session.Session()
+    _session = new_botocore_session()
     try:
         settings = _settings(args)
     except ValidationError as e:

@@ -20,11 +20,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import botocore.session
 from botocore import handlers
 from botocore.parsers import ResponseParserFactory
 
-from posefleet.aws import client
+from posefleet.aws import client, new_botocore_session
 
 __all__ = ["PAGE", "image_extensions", "is_image_key", "list_client", "list_range"]
 
@@ -97,7 +96,7 @@ def _handle_200_error(operation_model: Any, response_dict: dict, **kwargs: Any) 
 def list_client(*, max_pool: int = 32) -> Any:
     """An S3 client for listing: ListObjectsV2 pages carry keys only (see the module doc);
     every other call behaves as :func:`posefleet.aws.client`'s."""
-    session = botocore.session.get_session()
+    session = new_botocore_session()
     factory = _Factory()
     factory.set_parser_defaults(timestamp_parser=str)  # what is left to parse: no dateutil
     session.register_component("response_parser_factory", factory)

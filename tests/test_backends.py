@@ -18,9 +18,10 @@ pytest.importorskip("openvino", reason="pip install 'posefleet[openvino]'")
 
 
 def test_openvino_predicts_what_torch_predicts(checkpoint_path):
-    images = [decode_image(data).pixels for data in good_variants().values()]
-    images += [decode_image(jpeg((480, 640), seed=s)).pixels for s in range(10)]
     plain = Classifier.from_file(checkpoint_path, device="cpu", threads=2)
+    size = plain.spec.input_size
+    images = [decode_image(data, input_size=size).pixels for data in good_variants().values()]
+    images += [decode_image(jpeg((480, 640), seed=s), input_size=size).pixels for s in range(10)]
     fast = Classifier.from_file(checkpoint_path, device="cpu", threads=2, backend="openvino")
     expected, got = plain.predict(images), fast.predict(images)
     assert got.shape == expected.shape
@@ -63,8 +64,9 @@ def test_the_int8_backend_serves_the_model_beside_the_checkpoint(checkpoint_path
     version = load_checkpoint(checkpoint).version
     _companion(checkpoint, made_from=version)
     assert [p.name for p in int8_paths(checkpoint)] == ["model.int8.xml", "model.int8.bin"]
-    images = [decode_image(jpeg((480, 640), seed=s)).pixels for s in range(6)]
     plain = Classifier.from_file(checkpoint, device="cpu", threads=2)
+    size = plain.spec.input_size
+    images = [decode_image(jpeg((480, 640), seed=s), input_size=size).pixels for s in range(6)]
     served = Classifier.from_file(checkpoint, device="cpu", threads=2, backend="openvino-int8")
     assert torch.equal(served.predict(images).argmax(1), plain.predict(images).argmax(1))
     # Its results say which numbers made them: the checkpoint's version and the IR's digest.

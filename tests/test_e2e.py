@@ -70,7 +70,7 @@ def test_pipeline_classifies_every_image_once_and_isolates_bad_input(
 
 
 def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
-    moto_server, processes, checkpoint_path
+    moto_server, processes, resnet50_path
 ):
     # Given a long visibility timeout, so waiting for it would fail this test
     stack = Stack(
@@ -82,7 +82,7 @@ def test_sigterm_drains_within_the_grace_and_hands_the_rest_back_at_once(
         files={f"term/{i:03d}.jpg": jpeg((640, 480), seed=i) for i in range(120)},
     )
     env = stack.env(
-        POSEFLEET_MODEL=str(checkpoint_path),
+        POSEFLEET_MODEL=str(resnet50_path),
         POSEFLEET_VISIBILITY_TIMEOUT="600",
         POSEFLEET_DRAIN_SECONDS="2",
         POSEFLEET_BATCH_SIZE="4",

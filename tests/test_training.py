@@ -232,8 +232,20 @@ def trained(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(photo.data)
         items.append(LabelledImage(path, photo.pose_id))
+    from training.engine import bf16_supported
+
+    # the demo's recipe (one-cycle to 2e-3, label smoothing), in bfloat16 where the CPU has it
     settings = TrainingSettings(
-        arch="resnet18", input_size=96, lr=1e-3, epochs=7, patience=3, batch_size=32, seed=0
+        arch="resnet18",
+        input_size=96,
+        lr=2e-3,
+        lr_schedule="onecycle",
+        label_smoothing=0.1,
+        precision="bf16" if bf16_supported() else "fp32",
+        epochs=5,
+        patience=3,
+        batch_size=32,
+        seed=0,
     )
     out = tmp_path_factory.mktemp("model") / "pose_classifier.pt"
     return run_training(items, settings, out, say=lambda s: print(s), progress=False)

@@ -1,4 +1,4 @@
-"""The worker loop in this process against in-process moto, with a real ResNet50."""
+"""The worker loop in this process against in-process moto, with a real ResNet."""
 
 from __future__ import annotations
 
