@@ -80,6 +80,23 @@ def run(capsys: Any, *args: str) -> tuple[int, Any, str]:
         return code, out, err
 
 
+def submit(capsys: Any, queues: Any, *extra: str, prefix: str = "p/") -> tuple[int, Any, str]:
+    """``python -m producer`` for ``prefix`` of the input bucket onto ``queues``' backfill queue,
+    results to :data:`RESULTS_URI`, with ``extra`` arguments."""
+    return run(
+        capsys,
+        "--bucket",
+        INPUT,
+        "--prefix",
+        prefix,
+        "--queue-url",
+        queues.queue_url,
+        "--results",
+        RESULTS_URI,
+        *extra,
+    )
+
+
 def produce(stack: Stack, prefix: str, job: str, task_size: int = 5) -> None:
     """The real producer, as a process, enqueueing ``prefix`` of the stack's input bucket."""
     out = subprocess.run(

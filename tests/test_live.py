@@ -11,7 +11,7 @@ from posefleet.result import ErrorKind, ImageError, ResultLine, dump_lines
 from posefleet.task import TaskMessage
 from producer.live import read_label
 from tests.conftest import INPUT, RESULTS
-from tests.helpers import LOC, RESULTS_URI, drain, run, upload
+from tests.helpers import LOC, RESULTS_URI, drain, run, submit, upload
 
 WHEN = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -83,21 +83,7 @@ def test_events_prints_what_was_published_and_consumes_it_unless_kept(queues, ca
 
 def test_an_urgent_job_goes_to_the_live_lane(s3, sqs, queues, capsys):
     upload(s3, ["p/a.jpg", "p/b.jpg"])
-    code, out, _ = run(
-        capsys,
-        "--bucket",
-        INPUT,
-        "--prefix",
-        "p/",
-        "--queue-url",
-        queues.queue_url,
-        "--results",
-        RESULTS_URI,
-        "--job-id",
-        "urgent",
-        "--lane",
-        "live",
-    )
+    code, out, _ = submit(capsys, queues, "--job-id", "urgent", "--lane", "live")
     assert code == 0 and out["images"] == 2
     assert drain(sqs, queues.queue_url) == []
     tasks = drain(sqs, queues.live_queue_url)

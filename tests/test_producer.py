@@ -14,22 +14,7 @@ from posefleet.task import TaskMessage
 from producer.job.follow import JobStalled, follow
 from producer.send import send_tasks
 from tests.conftest import INPUT, RESULTS
-from tests.helpers import RESULTS_URI, drain, job_of, run, upload, write_results
-
-
-def submit(capsys, queues, *extra: str):
-    return run(
-        capsys,
-        "--bucket",
-        INPUT,
-        "--prefix",
-        "p/",
-        "--queue-url",
-        queues.queue_url,
-        "--results",
-        RESULTS_URI,
-        *extra,
-    )
+from tests.helpers import RESULTS_URI, drain, job_of, run, submit, upload, write_results
 
 
 def test_submit_lists_groups_sends_and_writes_the_manifest(s3, sqs, queues, capsys):
