@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,24 @@ def test_a_tampered_cached_copy_is_fetched_again(s3, published, tmp_path):
     again = resolve_model(POINTER, s3=s3, cache_dir=cache)
 
     assert again.path.read_bytes() == published["model.pt"]
+
+
+def test_workers_sharing_a_cache_resolve_the_same_model_at_once(s3, published, tmp_path):
+    # Given four workers starting together on one cache directory, as the local fleet's do
+    cache = tmp_path / "cache"
+    start = threading.Barrier(4)
+
+    def resolve(_: int):
+        start.wait()
+        return resolve_model(POINTER, s3=s3, cache_dir=cache, with_int8=True)
+
+    # When they resolve the pointer at the same moment, each downloading what is not cached
+    with ThreadPoolExecutor(4) as pool:
+        resolved = list(pool.map(resolve, range(4)))
+
+    # Then each has the checked model, and no download is left behind
+    assert {r.path.read_bytes() for r in resolved} == {published["model.pt"]}
+    assert not list(cache.rglob("*.part"))
 
 
 def test_a_file_the_pointer_does_not_hash_is_not_fetched(s3, published, tmp_path):

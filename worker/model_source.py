@@ -27,6 +27,8 @@ IAM: ``s3:GetObject`` on the models prefix (``s3:ListBucket`` so a missing key a
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _download_beside(s3: Any, bucket: str, key: str, target: Path) -> Path:
+    """``key`` downloaded to a file of this call's own beside ``target`` (the caller checks it
+    and moves it into place): workers that share a cache directory, as the local fleet's do,
+    each download their own copy, and the last rename wins with the same bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        s3.download_file(bucket, key, str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def _download(s3: Any, uri: str, cache_dir: Path, *, required: bool = True) -> Path | None:
     """A file the settings name directly, cached by ETag."""
     bucket, key = split_s3_uri(uri)
@@ -71,10 +89,7 @@ def _download(s3: Any, uri: str, cache_dir: Path, *, required: bool = True) -> P
     etag_file = target.with_name(target.name + ".etag")
     if target.exists() and etag_file.exists() and etag_file.read_text() == head["ETag"]:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    s3.download_file(bucket, key, str(tmp))
-    tmp.replace(target)
+    _download_beside(s3, bucket, key, target).replace(target)
     etag_file.write_text(head["ETag"])
     return target
 
@@ -86,9 +101,7 @@ def _fetch_verified(s3: Any, uri: str, sha256: str, cache_dir: Path) -> Path:
     target = cache_dir / bucket / key
     if target.is_file() and _sha256(target) == sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    s3.download_file(bucket, key, str(tmp))
+    tmp = _download_beside(s3, bucket, key, target)
     actual = _sha256(tmp)
     if actual != sha256:
         tmp.unlink()
