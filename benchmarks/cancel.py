@@ -7,8 +7,8 @@ processes, the job records in DynamoDB on moto's server), serving the same ResNe
 measures, from the workers' own ``task_done`` log lines and the job record:
 
 * how long the fleet goes on labelling the cancelled job (the last ``task_done`` of it after the
-  cancel), and how many of its images each worker labelled after the cancel, against one batch
-  (``POSEFLEET_BATCH_SIZE``);
+  cancel), and each worker's batches with its images that ended after the cancel, and of those
+  how many began after it (the workers run at debug level, which logs each ``batch_done``);
 * how long until the record reads ``cancelled`` (every task counted, done or cancelled);
 * that a job submitted after the cancel completes with every image exactly once;
 * what ``python -m producer jobs`` lists.
@@ -68,6 +68,26 @@ def task_done_lines(fleet: Fleet, job: str) -> list[dict[str, Any]]:
     return found
 
 
+def batches_after(fleet: Fleet, job: str, at: float) -> dict[str, dict[str, int]]:
+    """Per worker, its batches with images of ``job`` that ended after ``at`` (the workers log
+    ``batch_done`` at debug level): how many, how many of them began after ``at`` (the in-flight
+    batch a cancel cannot stop is not one of those), and their images."""
+    found: dict[str, dict[str, int]] = {}
+    for log in sorted(fleet.logs.glob("worker-*.log")):
+        mine = found.setdefault(log.stem, {"batches": 0, "begun_after": 0, "images": 0})
+        for line in log.read_text().splitlines():
+            if '"batch_done"' not in line:
+                continue
+            event = json.loads(line)
+            ended = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            if job not in event["jobs"] or ended <= at:
+                continue
+            mine["batches"] += 1
+            mine["begun_after"] += ended - event["seconds"] > at
+            mine["images"] += event["images"]
+    return found
+
+
 def every_image_once(fleet: Fleet, job: str, keys: list[str]) -> dict[str, int]:
     location = ResultsLocation.parse(RESULTS)
     seen: Counter[str] = Counter()
@@ -124,6 +144,7 @@ def run(args: argparse.Namespace, fleet: Fleet, stop: threading.Event) -> dict[s
     per_worker = Counter()
     for d in late:
         per_worker[d["worker"]] += d["images"]
+    batches = batches_after(fleet, BIG, cancelled_at)
 
     say(f"job {AFTER}: {args.after} photos, submitted after the cancel")
     second = Job(fleet, AFTER, f"{AFTER}/", args.after, args.task_size)
@@ -131,7 +152,7 @@ def run(args: argparse.Namespace, fleet: Fleet, stop: threading.Event) -> dict[s
         second.wait(timeout=args.timeout)
     finally:
         second.stop()
-    listed = producer(fleet, "jobs")
+    listed = producer(fleet, "jobs", "--json")
     jobs = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
     batch = WorkerSettings().batch_size
     last = max((d["at"] for d in late), default=cancelled_at) - cancelled_at
@@ -143,7 +164,8 @@ def run(args: argparse.Namespace, fleet: Fleet, stop: threading.Event) -> dict[s
             "tasks_done_at_cancel": args.cancel_after,
             "tasks": math.ceil(args.images / args.task_size),
             "last_task_done_after_cancel_s": round(last, 2),
-            "images_labelled_after_cancel_by_worker": dict(per_worker),
+            "images_of_tasks_done_after_cancel_by_worker": dict(per_worker),
+            "batches_after_cancel_by_worker": batches,
             "batch_size": batch,
             "reads_cancelled_after_s": None
             if reads_cancelled is None
@@ -168,8 +190,16 @@ def table_of(result: dict[str, Any]) -> str:
         ("cancel command", f"exit {c['command_exit']} in {c['command_seconds']} s"),
         ("last task of the job done", f"{c['last_task_done_after_cancel_s']} s after the cancel"),
         (
-            "images labelled after the cancel",
-            f"{c['images_labelled_after_cancel_by_worker']} (a batch is {c['batch_size']})",
+            "batches of it ending after the cancel",
+            ", ".join(
+                f"{w}: {b['batches']} ({b['begun_after']} begun after, {b['images']} images)"
+                for w, b in c["batches_after_cancel_by_worker"].items()
+            )
+            + f" (a batch is at most {c['batch_size']})",
+        ),
+        (
+            "tasks of it done after the cancel",
+            f"{c['images_of_tasks_done_after_cancel_by_worker']} images by worker",
         ),
         ("record reads cancelled", f"{c['reads_cancelled_after_s']} s after the cancel"),
         ("record", json.dumps(c["record"])),
@@ -205,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     state = OUT / "cancel-fleet"
     shutil.rmtree(state, ignore_errors=True)
     settings = FleetSettings(workers=args.workers, state_dir=str(state), drain_seconds=10)
-    fleet = Fleet(settings=settings, persist=False, say=say)
+    # debug: each worker logs its batches (batch_done), which the cancel's figures are read from
+    debug = {"POSEFLEET_LOG_LEVEL": "debug"}
+    fleet = Fleet(settings=settings, persist=False, say=say, worker_env=debug)
     stop = threading.Event()
     started_at, load_before = datetime.now(UTC), load()
     try:

@@ -133,8 +133,16 @@ class Inferrer:
             for held in {item.state.held for item in live}:
                 self.ledger.give_up(held, reason="inference_failed", crash=True)
             return
-        self.metrics.observe(m.STAGE_TIME, (time.perf_counter() - started) * 1000, Stage="infer")
+        seconds = time.perf_counter() - started
+        self.metrics.observe(m.STAGE_TIME, seconds * 1000, Stage="infer")
         self.metrics.observe(m.BATCH_SIZE, len(live), "Count")
+        # at debug level (POSEFLEET_LOG_LEVEL=debug), each batch: what make bench-cancel counts
+        log.debug(
+            "batch_done",
+            images=len(live),
+            jobs=sorted({item.state.task.job_id for item in live}),
+            seconds=round(seconds, 3),
+        )
         self.ledger.stats["batches"] += 1
         version = self.classifier.version
         for item, p in zip(live, predictions, strict=True):
