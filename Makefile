@@ -37,8 +37,9 @@ format: $(STAMP)
 hadolint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 
+# Two pytest-xdist workers, a test file whole on each (tests/conftest.py runs the longest first).
 test: lint hadolint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The quick lane while you work: no end-to-end runs of real processes, no slow ones.
 test-fast: lint hadolint
