@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.__main__ import OUT, corpus, machine, model_file
-from benchmarks.live import SIZES, Job, load, say, wait_for_workers
+from benchmarks.__main__ import OUT, corpus, model_file
+from benchmarks.live import SIZES, Job, load, run_record, say, wait_for_workers
 from localfleet.fleet import RESULTS, Fleet
 from posefleet.job_table import JobTable
 from posefleet.layout import ResultsLocation
@@ -250,14 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         time.sleep(1.0)
         fleet.close()
-    result = {
-        "when": started_at.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_average_before": load_before,
-        "load_average_after": load(),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **measured,
-    }
+    result = run_record(args, started_at, load_before) | measured
     args.out.write_text(json.dumps(result, indent=2))
     print(table_of(result))
     say(f"wrote {args.out}")

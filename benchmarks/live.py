@@ -259,6 +259,18 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def run_record(args: argparse.Namespace, started_at: datetime, load_before: list[float]) -> dict:
+    """What a fleet benchmark's JSON opens with: when, the machine, its load before and after,
+    and the run's arguments."""
+    return {
+        "when": started_at.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average_before": load_before,
+        "load_average_after": load(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+
+
 def run(
     args: argparse.Namespace, fleet: Fleet, events: Events, stop: threading.Event
 ) -> dict[str, Any]:
@@ -423,16 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             events.done.set()
         time.sleep(1.5)  # the events reader's long poll ends; the chores' round ends
         fleet.close()
-    result = {
-        "when": started_at.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_average_before": load_before,
-        "load_average_after": load(),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        | {"photo_sizes": SIZES, "model": str(model_file(args.model))},
-        "dashboard": str(fleet.dashboard_path),
-        **measured,
-    }
+    result = run_record(args, started_at, load_before)
+    result["settings"] |= {"photo_sizes": SIZES, "model": str(model_file(args.model))}
+    result |= {"dashboard": str(fleet.dashboard_path), **measured}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(table(result))
