@@ -40,7 +40,7 @@ from posefleet.job_table import JobTable
 from posefleet.layout import ResultsLocation
 from posefleet.resources import DEFAULT_INPUT_BUCKET
 from posefleet.result import load_lines
-from posefleet.settings import FleetSettings, WorkerSettings
+from posefleet.settings import FleetSettings
 
 BIG, AFTER = "big", "after"
 
@@ -154,7 +154,12 @@ def run(args: argparse.Namespace, fleet: Fleet, stop: threading.Event) -> dict[s
         second.stop()
     listed = producer(fleet, "jobs", "--json")
     jobs = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
-    batch = WorkerSettings().batch_size
+    batch = max(
+        json.loads(line).get("batch_size", 0)
+        for log in fleet.logs.glob("worker-*.log")
+        for line in log.read_text().splitlines()
+        if '"worker_started"' in line
+    )
     last = max((d["at"] for d in late), default=cancelled_at) - cancelled_at
     return {
         "cancel": {

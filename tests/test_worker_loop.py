@@ -128,6 +128,20 @@ def run_worker(
     return worker, [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+def batch_sizes(emf: list[dict]) -> list[int]:
+    """The size of every batch the worker's metrics recorded."""
+    return [
+        v
+        for doc in emf
+        if metric_names.BATCH_SIZE in doc
+        for v in (
+            doc[metric_names.BATCH_SIZE]
+            if isinstance(doc[metric_names.BATCH_SIZE], list)
+            else [doc[metric_names.BATCH_SIZE]]
+        )
+    ]
+
+
 def send_task(sqs, queue_url, keys, task_id="000000-t", job="job1") -> TaskMessage:
     task = TaskMessage(
         job_id=job, task_id=task_id, bucket=INPUT, keys=tuple(keys), results=RESULTS_URI
@@ -192,18 +206,23 @@ def test_batches_are_built_across_tasks(s3, sqs, queues, classifier):
         for t in range(2)
     ]
     _, emf = run_worker(s3, sqs, queues.queue_url, classifier, batch_size=8, batch_wait_ms=1500)
-    sizes = [
-        v
-        for doc in emf
-        if metric_names.BATCH_SIZE in doc
-        for v in (
-            doc[metric_names.BATCH_SIZE]
-            if isinstance(doc[metric_names.BATCH_SIZE], list)
-            else [doc[metric_names.BATCH_SIZE]]
-        )
-    ]
+    sizes = batch_sizes(emf)
     assert max(sizes) > 3, f"no batch spanned two tasks: {sizes}"
     assert all(len(result(s3, t)) == 3 for t in tasks)
+
+
+def test_a_cpu_worker_left_to_its_device_takes_batches_of_8(s3, sqs, queues, classifier):
+    # Given 20 images in one task, and settings that leave the batch size to the device
+    keys = [put(s3, f"cpu/{i:02d}.jpg", jpeg((96, 72), seed=i)) for i in range(20)]
+    task = send_task(sqs, queues.queue_url, keys)
+    # When a CPU worker serves it with time enough to fill any batch
+    worker, emf = run_worker(
+        s3, sqs, queues.queue_url, classifier, batch_size=0, batch_wait_ms=1500
+    )
+    # Then it took batches of 8 (a GPU's would be 32), and every image has its line
+    sizes = batch_sizes(emf)
+    assert worker.settings.batch_size == 8 and max(sizes) == 8, sizes
+    assert len(result(s3, task)) == 20
 
 
 def test_access_denied_is_an_error_line_and_a_transient_fault_is_retried_in_place(

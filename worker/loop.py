@@ -113,6 +113,8 @@ class Worker:
         no live lane); ``hooks`` run after a task's object is written (``worker.write``);
         ``jobs`` (None: no job records) counts each task in its job's record, and stops work
         on a cancelled job's tasks."""
+        if settings.batch_size == 0:  # left to the device
+            settings = settings.model_copy(update={"batch_size": classifier.default_batch_size})
         self.settings = settings
         self.queue = tasks_queue
         self.live_queue = live_queue
@@ -296,6 +298,7 @@ class Worker:
         log.info(
             "worker_started",
             **self.classifier.describe(),
+            batch_size=self.settings.batch_size,
             queue=self.queue.url,
             live_queue=self.live_queue.url if self.live_queue else None,
         )

@@ -109,6 +109,14 @@ class Classifier:
     def spec(self) -> PreprocessSpec:
         return self.checkpoint.preprocess
 
+    @property
+    def default_batch_size(self) -> int:
+        """The batch size a worker takes when its settings leave it to the device
+        (``batch_size=0``): 32 on a GPU, which needs batches to be busy; 8 on a CPU, where one
+        batch of 32 images is no faster per image than four of 8 (ResNet50, one thread: 6.3-7.7
+        against 7.9-8.6 images/s) and a live photo behind it would wait four times as long."""
+        return 32 if self.device.type == "cuda" else 8
+
     def setup(self, path: Path | None = None) -> None:
         """Build the model; ``backend=openvino-int8`` reads the int8 model beside ``path``.
 
