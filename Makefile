@@ -43,7 +43,7 @@ test: lint hadolint
 
 # The quick lane while you work: no end-to-end runs of real processes, no slow ones.
 test-fast: lint hadolint
-	$(PY) -m pytest -m "not e2e and not slow" -q
+	$(PY) -m pytest -m "not e2e and not slow" -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -17,6 +17,7 @@ from worker.model import Classifier
 pytest.importorskip("openvino", reason="pip install 'posefleet[openvino]'")
 
 
+@pytest.mark.slow
 def test_openvino_predicts_what_torch_predicts(checkpoint_path):
     plain = Classifier.from_file(checkpoint_path, device="cpu", threads=2)
     size = plain.spec.input_size
@@ -58,6 +59,7 @@ def _companion(checkpoint: Path, made_from: str) -> None:
     write_int8(converted, checkpoint, info)
 
 
+@pytest.mark.slow
 def test_the_int8_backend_serves_the_model_beside_the_checkpoint(checkpoint_path, tmp_path):
     checkpoint = tmp_path / "model.pt"
     shutil.copy(checkpoint_path, checkpoint)
@@ -74,6 +76,7 @@ def test_the_int8_backend_serves_the_model_beside_the_checkpoint(checkpoint_path
     assert served.describe()["int8_agreement"] == 0.995
 
 
+@pytest.mark.slow
 def test_an_int8_model_from_another_checkpoint_is_refused(checkpoint_path, tmp_path):
     checkpoint = tmp_path / "model.pt"
     shutil.copy(checkpoint_path, checkpoint)

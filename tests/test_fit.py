@@ -4,6 +4,7 @@ weights."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,6 +22,7 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     return DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=24)
 
 
+@pytest.mark.slow
 def test_one_cycle_steps_per_batch_and_the_model_comes_back_contiguous(tmp_path):
     train, val = loaders()
     model = build_model("resnet18", 3)
@@ -51,6 +53,7 @@ def test_one_cycle_steps_per_batch_and_the_model_comes_back_contiguous(tmp_path)
     assert len(history.rows) == 4
 
 
+@pytest.mark.slow
 def test_the_epoch_schedules_still_step_per_epoch(tmp_path):
     train, val = loaders()
     settings = TrainingSettings(

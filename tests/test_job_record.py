@@ -329,6 +329,7 @@ def test_counter_shards_spread_a_job_and_sum_to_its_counts(s3, sqs, queues, dyna
     assert sum(done) == 20 and sum(1 for n in done if n) >= 4
 
 
+@pytest.mark.slow
 def test_three_workers_racing_to_finish_one_job_publish_one_event(stack, monkeypatch, capsys):
     """On moto's server (concurrent requests over the wire): three workers, each with its own
     clients, take every task of a 30-task job (each task delivered to all three, in another
@@ -472,6 +473,7 @@ def test_the_deployed_worker_policy_allows_every_write_the_tracker_makes(
             )
 
 
+@pytest.mark.slow
 def test_sending_stops_when_the_job_is_cancelled_and_the_same_id_resumes_it(
     s3, sqs, queues, capsys, monkeypatch, tmp_path
 ):

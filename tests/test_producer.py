@@ -52,6 +52,7 @@ def test_the_same_job_id_twice_yields_the_same_task_ids(s3, sqs, queues, capsys)
     assert len(first) == 3
 
 
+@pytest.mark.slow
 def test_listing_follows_every_page(s3, sqs, queues, capsys):
     upload(s3, [f"p/{i:05d}.jpg" for i in range(1105)])
     code, out, _ = submit(capsys, queues, "--job-id", "big", "--task-size", "100")

@@ -96,6 +96,7 @@ def test_a_large_job_is_sampled_with_a_bounded_number_of_calls(
     assert (exact.exact, exact.tasks_done, exact.images_done) == (True, truth, images)
 
 
+@pytest.mark.slow
 def test_status_counts_exactly_on_request_and_ignores_objects_outside_the_plan(
     s3, queues, capsys, small_thresholds
 ):
@@ -134,6 +135,7 @@ def test_status_counts_exactly_on_request_and_ignores_objects_outside_the_plan(
     assert code == 0 and out["complete"] is False and out["tasks_done"] <= 1199
 
 
+@pytest.mark.slow
 def test_follow_on_a_large_job_completes_only_on_an_exact_count_and_estimates_failures(
     s3, sqs, queues, small_thresholds
 ):

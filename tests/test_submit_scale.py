@@ -102,6 +102,7 @@ def test_split_points_move_right_until_the_key_can_grow():
     assert split_points("p/", "p/a", "p/a") == []
 
 
+@pytest.mark.slow
 def test_parallel_listing_sends_every_key_once_odd_ones_included(
     s3, sqs, queues, capsys, monkeypatch
 ):
@@ -298,6 +299,7 @@ class FailingSQS:
         return self.real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
 
 
+@pytest.mark.slow
 def test_an_interrupted_submit_resumes_with_no_task_missing_or_repeated(
     s3, sqs, queues, capsys, monkeypatch
 ):
@@ -374,6 +376,7 @@ def test_a_resume_with_another_task_size_is_refused(s3, sqs, queues, capsys):
     assert code == 2 and "resume it with the same source and --task-size" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_between_batches_and_the_same_command_resumes(
     s3, sqs, queues, capsys, monkeypatch
 ):

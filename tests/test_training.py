@@ -186,6 +186,7 @@ def fake_card(checkpoint: Path, accuracy: float) -> None:
     card_path(checkpoint).write_text(card.model_dump_json())
 
 
+@pytest.mark.slow
 def test_publish_refuses_a_worse_model_unless_forced(s3, queues, tmp_path):
     good, worse, weak = tmp_path / "good.pt", tmp_path / "worse.pt", tmp_path / "weak.pt"
     fake_card(good, 0.97)

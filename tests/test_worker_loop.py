@@ -211,6 +211,7 @@ def test_batches_are_built_across_tasks(s3, sqs, queues, classifier):
     assert all(len(result(s3, t)) == 3 for t in tasks)
 
 
+@pytest.mark.slow
 def test_a_cpu_worker_left_to_its_device_takes_batches_of_8(s3, sqs, queues, classifier):
     # Given 20 images in one task, and settings that leave the batch size to the device
     keys = [put(s3, f"cpu/{i:02d}.jpg", jpeg((96, 72), seed=i)) for i in range(20)]
@@ -486,6 +487,7 @@ def test_shutdown_hands_unfinished_tasks_back_at_once_as_new(s3, sqs, queues, cl
     ]
 
 
+@pytest.mark.slow
 def test_every_bad_input_fails_alone_and_its_task_mate_succeeds(s3, sqs, queues, classifier):
     from tests.images import bad_variants, good_variants
 
@@ -558,6 +560,7 @@ def test_scale_in_protection_is_set_while_holding_work_and_cleared_when_idle():
     ScaleInProtection(None).set(True)  # off ECS: nothing to call, nothing raised
 
 
+@pytest.mark.slow
 def test_a_receive_stage_that_crashes_is_restarted_and_the_work_gets_done(
     s3, sqs, queues, classifier
 ):
@@ -606,6 +609,7 @@ def upload_event(key: str, etag: str = "e1") -> str:
     return json.dumps({"Records": [record]})
 
 
+@pytest.mark.slow
 def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, classifier):
     from posefleet.aws import client
     from posefleet.events import EventChannel, ImageLabelled, parse_event
@@ -682,6 +686,7 @@ def test_the_live_lane_goes_first_and_the_application_is_told(s3, sqs, queues, c
     assert depth(sqs, queues.live_queue_url) == 0 and depth(sqs, queues.queue_url) == 0
 
 
+@pytest.mark.slow
 def test_the_worker_counts_each_task_in_its_job_and_skips_a_cancelled_jobs_tasks(
     s3, sqs, queues, classifier, capsys
 ):
