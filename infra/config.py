@@ -143,11 +143,6 @@ class StackConfig:
         return not self.subnet_ids
 
     @property
-    def has_image(self) -> bool:
-        """Whether an image is named, so the worker service can be created."""
-        return self.image_digest is not None or self.image_tag is not None
-
-    @property
     def floor(self) -> int:
         """Workers that run however idle the fleet is: minTasks, or liveMinWorkers if more."""
         return max(self.min_tasks, self.live_min_workers)
